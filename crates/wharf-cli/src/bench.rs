@@ -1,0 +1,234 @@
+//! `wharf bench api`: signed ECS API calls over loopback HTTP against an in-process
+//! server whose state is durable (SQLite, WAL, synchronous commits), as `wharf up`
+//! runs it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use clap::Args;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Value};
+use wharf_aws::sigv4::{sign_http_request, SigningCredentials, SigningScope};
+
+use crate::credentials::RootKey;
+
+/// Flags of `wharf bench api`.
+#[derive(Args, Clone)]
+pub(crate) struct ApiBenchArgs {
+    /// Concurrent clients, each with its own keep-alive connection.
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
+    /// How long to run, in seconds.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Percentage of calls that are durable writes (the rest are reads).
+    #[arg(long, default_value_t = 30)]
+    write_percent: u32,
+}
+
+type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+struct Caller {
+    client: HttpClient,
+    endpoint: String,
+    credentials: SigningCredentials,
+}
+
+impl Caller {
+    async fn call(&self, op: &str, body: &Value) -> anyhow::Result<Value> {
+        let body = serde_json::to_vec(body)?;
+        let mut request = http::Request::post(&self.endpoint)
+            .header("content-type", "application/x-amz-json-1.1")
+            .header(
+                "x-amz-target",
+                format!("AmazonEC2ContainerServiceV20141113.{op}"),
+            )
+            .body(Full::new(Bytes::from(body.clone())))?;
+        sign_http_request(
+            &mut request,
+            &body,
+            &self.credentials,
+            SigningScope {
+                region: "us-east-1",
+                service: "ecs",
+            },
+            chrono::Utc::now(),
+        )?;
+        let response = self.client.request(request).await?;
+        let status = response.status();
+        let bytes = response.into_body().collect().await?.to_bytes();
+        if !status.is_success() {
+            anyhow::bail!(
+                "{op} answered {status}: {}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+        Ok(serde_json::from_slice(&bytes)?)
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+fn report(name: &str, latencies: &mut [Duration], elapsed: Duration) {
+    latencies.sort();
+    println!(
+        "{name:<7} {:>8} calls {:>9.0} calls/s  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms",
+        latencies.len(),
+        latencies.len() as f64 / elapsed.as_secs_f64(),
+        percentile(latencies, 0.50).as_secs_f64() * 1e3,
+        percentile(latencies, 0.99).as_secs_f64() * 1e3,
+        latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+    );
+}
+
+/// Runs the benchmark and prints its figures.
+pub(crate) async fn run_api(args: ApiBenchArgs) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let key = RootKey {
+        access_key_id: "BENCHKEY".to_owned(),
+        secret_access_key: "benchsecret".to_owned(),
+    };
+    let store = crate::server::open_store(dir.path())?;
+    let router = crate::server::api_router(store, &key, "000000000000");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let endpoint = format!("http://{}/", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let caller = Arc::new(Caller {
+        client: Client::builder(TokioExecutor::new()).build_http(),
+        endpoint,
+        credentials: SigningCredentials {
+            access_key_id: key.access_key_id.clone(),
+            secret_access_key: key.secret_access_key.clone(),
+            session_token: None,
+        },
+    });
+
+    // A cluster with one instance and ten tasks for the reads to describe.
+    caller
+        .call("CreateCluster", &json!({"clusterName": "bench"}))
+        .await?;
+    caller
+        .call(
+            "RegisterContainerInstance",
+            &json!({"cluster": "bench", "totalResources": [
+                {"name": "CPU", "type": "INTEGER", "integerValue": 1_000_000},
+                {"name": "MEMORY", "type": "INTEGER", "integerValue": 1_000_000}]}),
+        )
+        .await?;
+    let definition = json!({"family": "bench", "containerDefinitions": [
+        {"name": "web", "image": "busybox", "memory": 16, "cpu": 1,
+         "portMappings": [{"containerPort": 80}]}]});
+    caller.call("RegisterTaskDefinition", &definition).await?;
+    let run = caller
+        .call(
+            "RunTask",
+            &json!({"cluster": "bench", "taskDefinition": "bench", "count": 10}),
+        )
+        .await?;
+    let task_arns: Vec<Value> = run["tasks"]
+        .as_array()
+        .context("RunTask returned no tasks")?
+        .iter()
+        .map(|t| t["taskArn"].clone())
+        .collect();
+    anyhow::ensure!(
+        task_arns.len() == 10,
+        "RunTask placed {} tasks",
+        task_arns.len()
+    );
+
+    println!(
+        "wharf bench api: {} clients, {} s, {}% durable writes (CreateCluster, RegisterTaskDefinition), reads (DescribeTasks of 10, DescribeClusters)",
+        args.clients, args.seconds, args.write_percent
+    );
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for client in 0..args.clients {
+        let caller = caller.clone();
+        let task_arns = task_arns.clone();
+        let definition = definition.clone();
+        let write_percent = args.write_percent;
+        workers.push(tokio::spawn(async move {
+            let mut reads = Vec::new();
+            let mut writes = Vec::new();
+            let mut errors = 0u64;
+            let mut n: u64 = 0;
+            while Instant::now() < deadline {
+                n += 1;
+                // A fixed interleaving per client gives the asked-for mix without a
+                // random number generator on the hot path.
+                let write = (n * 37 + client as u64) % 100 < u64::from(write_percent);
+                let begin = Instant::now();
+                let result = if write {
+                    if n % 2 == 0 {
+                        caller
+                            .call(
+                                "CreateCluster",
+                                &json!({"clusterName": format!("c{client}-{n}")}),
+                            )
+                            .await
+                    } else {
+                        caller.call("RegisterTaskDefinition", &definition).await
+                    }
+                } else if n % 2 == 0 {
+                    caller
+                        .call(
+                            "DescribeTasks",
+                            &json!({"cluster": "bench", "tasks": task_arns}),
+                        )
+                        .await
+                } else {
+                    caller
+                        .call(
+                            "DescribeClusters",
+                            &json!({"clusters": ["bench"], "include": ["STATISTICS"]}),
+                        )
+                        .await
+                };
+                let took = begin.elapsed();
+                match result {
+                    Ok(_) if write => writes.push(took),
+                    Ok(_) => reads.push(took),
+                    Err(e) => {
+                        errors += 1;
+                        if errors == 1 {
+                            eprintln!("client {client}: {e}");
+                        }
+                    }
+                }
+            }
+            (reads, writes, errors)
+        }));
+    }
+    let mut reads = Vec::new();
+    let mut writes = Vec::new();
+    let mut errors = 0;
+    for worker in workers {
+        let (r, w, e) = worker.await?;
+        reads.extend(r);
+        writes.extend(w);
+        errors += e;
+    }
+    let elapsed = started.elapsed();
+    let total = reads.len() + writes.len();
+    println!(
+        "total   {total:>8} calls {:>9.0} calls/s  errors {errors}",
+        total as f64 / elapsed.as_secs_f64()
+    );
+    report("reads", &mut reads, elapsed);
+    report("writes", &mut writes, elapsed);
+    anyhow::ensure!(errors == 0, "{errors} calls failed");
+    Ok(())
+}

@@ -1,0 +1,97 @@
+//! The `wharf` binary: argument parsing and wiring only.
+//!
+//! Every behaviour lives in a library crate; this binary reads flags and environment,
+//! assembles the components (`wharf-store`, `wharf-control`, `wharf-aws`) and runs
+//! them. It must not hold logic a library crate should own.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+mod bench;
+mod credentials;
+mod server;
+
+/// Wharf: ECS and ECR on your own machines.
+#[derive(Parser)]
+#[command(name = "wharf", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Everything in one process: today the AWS API listener and its embedded state.
+    Up(ServerArgs),
+    /// The control plane alone (the AWS API listener and its state).
+    Server(ServerArgs),
+    /// Print `export` lines that point the AWS CLI and SDKs at a running Wharf.
+    Env {
+        /// The data directory of the Wharf to point at.
+        #[arg(long, env = "WHARF_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Signed ECS API calls on loopback against an in-process server with durable
+    /// state: calls/s and latency percentiles for reads and writes.
+    Api(bench::ApiBenchArgs),
+}
+
+/// Flags shared by `up` and `server`.
+#[derive(Args, Clone)]
+pub(crate) struct ServerArgs {
+    /// Where state, credentials and the AWS config files live.
+    #[arg(long, env = "WHARF_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// The address of the AWS API listener.
+    #[arg(long, env = "WHARF_API_ADDR", default_value = "127.0.0.1:4566")]
+    api_addr: SocketAddr,
+    /// The account id in ARNs.
+    #[arg(long, env = "WHARF_ACCOUNT_ID", default_value = "000000000000")]
+    account_id: String,
+    /// The region written to the generated AWS config file.
+    #[arg(long, env = "WHARF_REGION", default_value = "us-east-1")]
+    region: String,
+    /// A fixed root key pair `ID:SECRET` instead of a generated one.
+    #[arg(long, env = "WHARF_ROOT_ACCESS_KEY")]
+    root_access_key: Option<String>,
+}
+
+/// `~/.local/share/wharf` unless a data directory was given.
+pub(crate) fn data_dir_or_default(data_dir: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = data_dir {
+        return Ok(dir);
+    }
+    let home = std::env::var_os("HOME")
+        .ok_or_else(|| anyhow::anyhow!("HOME is not set; pass --data-dir"))?;
+    Ok(PathBuf::from(home).join(".local/share/wharf"))
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WHARF_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Runtime::new()?;
+    match cli.command {
+        Command::Up(args) | Command::Server(args) => runtime.block_on(server::run(args)),
+        Command::Env { data_dir } => {
+            let dir = data_dir_or_default(data_dir)?;
+            print!("{}", credentials::env_lines(&dir)?);
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Api(args)) => runtime.block_on(bench::run_api(args)),
+    }
+}

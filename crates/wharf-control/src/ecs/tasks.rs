@@ -1,0 +1,912 @@
+//! Tasks: RunTask, StartTask, StopTask, DescribeTasks, ListTasks, and the agent's
+//! SubmitTaskStateChange and SubmitContainerStateChange.
+//!
+//! Placement is plan-then-apply: the scheduler plans against a snapshot of the
+//! cluster's instances and tasks; the applier writes the new tasks in one transaction
+//! that also bumps every chosen instance's record, guarded by the revisions read for the
+//! snapshot. If any instance changed meanwhile (another placement landed on it), the
+//! transaction fails and the whole call re-plans against fresh state, so concurrent
+//! calls never over-commit an instance.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use wharf_aws::AwsError;
+use wharf_model::{
+    DesiredTaskStatus, ResourceKind, StopCode, TaskDefinitionStatus, TaskLifecycle, TaskStatus,
+};
+use wharf_store::Txn;
+
+use super::instances::InstanceRecord;
+use super::placement::{self, PlacementInput};
+use super::tags::{check_tags, wire_tags, Tag, WireTag};
+use super::task_definitions::{TaskDefinitionRecord, TaskResourceNeeds};
+use super::{client_error, epoch_seconds, invalid, keys, paging, Cx, EcsService};
+use crate::records::{encode, too_much_contention, Versioned, MAX_CONFLICT_RETRIES};
+
+/// One container of a task, as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ContainerRecord {
+    pub name: String,
+    pub arn: String,
+    pub image: String,
+    pub last_status: String,
+    pub exit_code: Option<i64>,
+    pub reason: Option<String>,
+    pub runtime_id: Option<String>,
+    pub network_bindings: Vec<Value>,
+    pub health_status: String,
+    pub cpu: Option<i64>,
+    pub memory: Option<i64>,
+    pub memory_reservation: Option<i64>,
+}
+
+/// A task, as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct TaskRecord {
+    pub id: String,
+    pub arn: String,
+    pub cluster: String,
+    pub cluster_arn: String,
+    pub task_definition_arn: String,
+    pub family: String,
+    pub container_instance_arn: Option<String>,
+    pub lifecycle: TaskLifecycle,
+    pub needs: TaskResourceNeeds,
+    pub group: String,
+    pub started_by: Option<String>,
+    pub launch_type: String,
+    pub overrides: Value,
+    pub containers: Vec<ContainerRecord>,
+    pub cpu: Option<String>,
+    pub memory: Option<String>,
+    pub availability_zone: Option<String>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub stopping_at: Option<i64>,
+    pub stopped_at: Option<i64>,
+    pub pull_started_at: Option<i64>,
+    pub pull_stopped_at: Option<i64>,
+    pub execution_stopped_at: Option<i64>,
+    pub version: i64,
+    pub tags: Vec<Tag>,
+}
+
+impl TaskRecord {
+    /// The `Task` wire shape.
+    pub fn to_wire(&self, with_tags: bool) -> Value {
+        let containers: Vec<Value> = self
+            .containers
+            .iter()
+            .map(|c| {
+                let mut wire = json!({
+                    "containerArn": c.arn,
+                    "taskArn": self.arn,
+                    "name": c.name,
+                    "image": c.image,
+                    "lastStatus": c.last_status,
+                    "networkBindings": c.network_bindings,
+                    "networkInterfaces": [],
+                    "healthStatus": c.health_status,
+                });
+                if let Some(code) = c.exit_code {
+                    wire["exitCode"] = json!(code);
+                }
+                if let Some(reason) = &c.reason {
+                    wire["reason"] = json!(reason);
+                }
+                if let Some(id) = &c.runtime_id {
+                    wire["runtimeId"] = json!(id);
+                }
+                if let Some(cpu) = c.cpu {
+                    wire["cpu"] = json!(cpu.to_string());
+                }
+                if let Some(memory) = c.memory {
+                    wire["memory"] = json!(memory.to_string());
+                }
+                if let Some(reservation) = c.memory_reservation {
+                    wire["memoryReservation"] = json!(reservation.to_string());
+                }
+                wire
+            })
+            .collect();
+        let mut wire = json!({
+            "taskArn": self.arn,
+            "clusterArn": self.cluster_arn,
+            "taskDefinitionArn": self.task_definition_arn,
+            "overrides": self.overrides,
+            "lastStatus": self.lifecycle.last().as_str(),
+            "desiredStatus": self.lifecycle.desired().as_str(),
+            "containers": containers,
+            "version": self.version,
+            "createdAt": epoch_seconds(self.created_at),
+            "group": self.group,
+            "launchType": self.launch_type,
+            "attachments": [],
+            "healthStatus": "UNKNOWN",
+            "enableExecuteCommand": false,
+            "tags": [],
+        });
+        let optional_times = [
+            ("startedAt", self.started_at),
+            ("stoppingAt", self.stopping_at),
+            ("stoppedAt", self.stopped_at),
+            ("pullStartedAt", self.pull_started_at),
+            ("pullStoppedAt", self.pull_stopped_at),
+            ("executionStoppedAt", self.execution_stopped_at),
+        ];
+        for (name, at) in optional_times {
+            if let Some(at) = at {
+                wire[name] = epoch_seconds(at);
+            }
+        }
+        if let Some(arn) = &self.container_instance_arn {
+            wire["containerInstanceArn"] = json!(arn);
+        }
+        if let Some(by) = &self.started_by {
+            wire["startedBy"] = json!(by);
+        }
+        if let Some(cpu) = &self.cpu {
+            wire["cpu"] = json!(cpu);
+        }
+        if let Some(memory) = &self.memory {
+            wire["memory"] = json!(memory);
+        }
+        if let Some(zone) = &self.availability_zone {
+            wire["availabilityZone"] = json!(zone);
+        }
+        if let Some(code) = self.lifecycle.stop_code() {
+            wire["stopCode"] = json!(code.as_str());
+        }
+        if let Some(reason) = self.lifecycle.stopped_reason() {
+            wire["stoppedReason"] = json!(reason);
+        }
+        if with_tags {
+            wire["tags"] = wire_tags(&self.tags);
+        }
+        wire
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RunTaskRequest {
+    cluster: Option<String>,
+    task_definition: String,
+    count: Option<i64>,
+    group: Option<String>,
+    started_by: Option<String>,
+    overrides: Option<Value>,
+    #[serde(default)]
+    placement_constraints: Vec<Value>,
+    #[serde(default)]
+    placement_strategy: Vec<Value>,
+    launch_type: Option<String>,
+    client_token: Option<String>,
+    #[serde(default)]
+    tags: Vec<WireTag>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct StartTaskRequest {
+    cluster: Option<String>,
+    task_definition: String,
+    container_instances: Vec<String>,
+    group: Option<String>,
+    started_by: Option<String>,
+    overrides: Option<Value>,
+    #[serde(default)]
+    tags: Vec<WireTag>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct StopTaskRequest {
+    cluster: Option<String>,
+    task: String,
+    reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct DescribeTasksRequest {
+    cluster: Option<String>,
+    tasks: Vec<String>,
+    #[serde(default)]
+    include: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ListTasksRequest {
+    cluster: Option<String>,
+    container_instance: Option<String>,
+    family: Option<String>,
+    next_token: Option<String>,
+    max_results: Option<i64>,
+    started_by: Option<String>,
+    service_name: Option<String>,
+    desired_status: Option<String>,
+    launch_type: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ContainerStateChange {
+    container_name: Option<String>,
+    runtime_id: Option<String>,
+    exit_code: Option<i64>,
+    #[serde(default)]
+    network_bindings: Vec<Value>,
+    reason: Option<String>,
+    status: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SubmitTaskStateChangeRequest {
+    cluster: Option<String>,
+    task: Option<String>,
+    status: Option<String>,
+    reason: Option<String>,
+    #[serde(default)]
+    containers: Vec<ContainerStateChange>,
+    pull_started_at: Option<f64>,
+    pull_stopped_at: Option<f64>,
+    execution_stopped_at: Option<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SubmitContainerStateChangeRequest {
+    cluster: Option<String>,
+    task: Option<String>,
+    #[serde(flatten)]
+    change: ContainerStateChange,
+}
+
+/// The idempotency record of a RunTask call with a clientToken.
+#[derive(Serialize, Deserialize)]
+struct ClientTokenRecord {
+    task_definition_arn: String,
+    response: Value,
+}
+
+/// How many tasks a single RunTask may start, as in ECS.
+const MAX_RUN_TASK_COUNT: i64 = 10;
+
+fn seconds_to_millis(seconds: Option<f64>) -> Option<i64> {
+    seconds
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(|s| (s * 1000.0) as i64)
+}
+
+/// The resource needs of a task after RunTask's task-level cpu/memory overrides.
+fn needs_with_overrides(
+    definition: &TaskDefinitionRecord,
+    overrides: &Value,
+) -> Result<TaskResourceNeeds, AwsError> {
+    let mut needs = definition.needs.clone();
+    for (member, slot) in [
+        ("cpu", &mut needs.cpu_units),
+        ("memory", &mut needs.memory_mib),
+    ] {
+        if let Some(text) = overrides.get(member).and_then(Value::as_str) {
+            *slot = text.trim().parse::<i64>().map_err(|_| {
+                invalid(format!(
+                    "Invalid {member} override {text:?}: a number is expected."
+                ))
+            })?;
+        }
+    }
+    Ok(needs)
+}
+
+impl EcsService {
+    /// Every task of a cluster, stopped ones included.
+    pub(crate) async fn cluster_tasks(
+        &self,
+        cx: &Cx<'_>,
+        cluster: &str,
+    ) -> Result<Vec<Versioned<TaskRecord>>, AwsError> {
+        self.records.list(&keys::tasks(cx.region, cluster)).await
+    }
+
+    pub(crate) async fn has_unstopped_tasks(
+        &self,
+        cx: &Cx<'_>,
+        cluster: &str,
+    ) -> Result<bool, AwsError> {
+        Ok(self
+            .cluster_tasks(cx, cluster)
+            .await?
+            .iter()
+            .any(|t| t.value.lifecycle.last() != TaskStatus::Stopped))
+    }
+
+    /// The ACTIVE task definition a new task is started from.
+    async fn runnable_definition(
+        &self,
+        cx: &Cx<'_>,
+        reference: &str,
+    ) -> Result<TaskDefinitionRecord, AwsError> {
+        let definition = self
+            .find_task_definition(cx, reference)
+            .await?
+            .ok_or_else(|| client_error("Unable to find task definition."))?
+            .value;
+        if definition.status != TaskDefinitionStatus::Active {
+            return Err(client_error(format!(
+                "TaskDefinition is inactive ({})",
+                definition.arn
+            )));
+        }
+        Ok(definition)
+    }
+
+    /// Builds a new task record placed on `instance`.
+    #[allow(clippy::too_many_arguments)]
+    fn new_task(
+        &self,
+        cx: &Cx<'_>,
+        cluster: &str,
+        definition: &TaskDefinitionRecord,
+        needs: &TaskResourceNeeds,
+        instance: &InstanceRecord,
+        group: &str,
+        started_by: Option<&str>,
+        overrides: &Value,
+        launch_type: &str,
+        tags: &[Tag],
+    ) -> TaskRecord {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let arn = cx.arn(ResourceKind::Task, &format!("{cluster}/{id}"));
+        let containers = definition
+            .wire
+            .get("containerDefinitions")
+            .and_then(Value::as_array)
+            .map(|defs| {
+                defs.iter()
+                    .map(|def| {
+                        let int = |name: &str| def.get(name).and_then(Value::as_i64);
+                        ContainerRecord {
+                            name: def
+                                .get("name")
+                                .and_then(Value::as_str)
+                                .unwrap_or("")
+                                .to_owned(),
+                            arn: cx.arn(
+                                ResourceKind::Container,
+                                &format!("{cluster}/{id}/{}", uuid::Uuid::new_v4()),
+                            ),
+                            image: def
+                                .get("image")
+                                .and_then(Value::as_str)
+                                .unwrap_or("")
+                                .to_owned(),
+                            last_status: "PENDING".to_owned(),
+                            exit_code: None,
+                            reason: None,
+                            runtime_id: None,
+                            network_bindings: Vec::new(),
+                            health_status: "UNKNOWN".to_owned(),
+                            cpu: int("cpu"),
+                            memory: int("memory"),
+                            memory_reservation: int("memoryReservation"),
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let availability_zone = instance
+            .attributes
+            .iter()
+            .find(|a| a.name == "ecs.availability-zone")
+            .and_then(|a| a.value.clone());
+        TaskRecord {
+            id,
+            arn,
+            cluster: cluster.to_owned(),
+            cluster_arn: cx.arn(ResourceKind::Cluster, cluster),
+            task_definition_arn: definition.arn.clone(),
+            family: definition.family.clone(),
+            container_instance_arn: Some(instance.arn.clone()),
+            lifecycle: TaskLifecycle::placed(),
+            needs: needs.clone(),
+            group: group.to_owned(),
+            started_by: started_by.map(str::to_owned),
+            launch_type: launch_type.to_owned(),
+            overrides: overrides.clone(),
+            containers,
+            cpu: definition
+                .wire
+                .get("cpu")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            memory: definition
+                .wire
+                .get("memory")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            availability_zone,
+            created_at: cx.now_millis,
+            started_at: None,
+            stopping_at: None,
+            stopped_at: None,
+            pull_started_at: None,
+            pull_stopped_at: None,
+            execution_stopped_at: None,
+            version: 1,
+            tags: tags.to_vec(),
+        }
+    }
+
+    /// Plans and applies a placement, re-planning when the applier loses a race.
+    #[allow(clippy::too_many_arguments)]
+    async fn place_and_apply(
+        &self,
+        cx: &Cx<'_>,
+        cluster: &str,
+        definition: &TaskDefinitionRecord,
+        input: PlacementInput<'_>,
+        started_by: Option<&str>,
+        overrides: &Value,
+        launch_type: &str,
+        tags: &[Tag],
+        client_token_key: Option<&str>,
+    ) -> Result<Value, AwsError> {
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            let instances = self
+                .records
+                .list::<InstanceRecord>(&keys::instances(cx.region, cluster))
+                .await?;
+            let tasks = self.cluster_tasks(cx, cluster).await?;
+            let outcome = placement::place(&instances, &tasks, &input)?;
+            let mut txn = Txn::new();
+            let mut new_tasks = Vec::new();
+            let mut bumped: std::collections::BTreeMap<&str, InstanceRecord> = Default::default();
+            for instance_arn in &outcome.placed {
+                let Some(instance) = instances.iter().find(|i| &i.value.arn == instance_arn) else {
+                    continue;
+                };
+                let record = bumped.entry(&instance.value.arn).or_insert_with(|| {
+                    txn.compares.push(wharf_store::Compare::ModRevision {
+                        key: keys::instance(cx.region, cluster, &instance.value.id),
+                        revision: instance.revision,
+                    });
+                    instance.value.clone()
+                });
+                record.version += 1;
+                let task = self.new_task(
+                    cx,
+                    cluster,
+                    definition,
+                    input.needs,
+                    &instance.value,
+                    input.group,
+                    started_by,
+                    overrides,
+                    launch_type,
+                    tags,
+                );
+                new_tasks.push(task);
+            }
+            for record in bumped.values() {
+                txn = txn.put(
+                    keys::instance(cx.region, cluster, &record.id),
+                    encode(record),
+                );
+            }
+            for task in &new_tasks {
+                txn = txn.put(keys::task(cx.region, cluster, &task.id), encode(task));
+            }
+            let failures: Vec<Value> = outcome
+                .failures
+                .iter()
+                .map(|(arn, reason)| json!({"arn": arn, "reason": reason}))
+                .collect();
+            let response = json!({
+                "tasks": new_tasks.iter().map(|t| t.to_wire(true)).collect::<Vec<_>>(),
+                "failures": failures,
+            });
+            if let Some(token_key) = client_token_key {
+                txn = txn.when_mod_revision(token_key, 0).put(
+                    token_key,
+                    encode(&ClientTokenRecord {
+                        task_definition_arn: definition.arn.clone(),
+                        response: response.clone(),
+                    }),
+                );
+            }
+            if txn.ops.is_empty() || self.records.commit(txn).await? {
+                return Ok(response);
+            }
+            // Another writer got there first: a token now stored answers the call.
+            if let Some(token_key) = client_token_key {
+                if let Some(stored) = self.records.get::<ClientTokenRecord>(token_key).await? {
+                    return Ok(stored.value.response);
+                }
+            }
+        }
+        Err(too_much_contention())
+    }
+
+    pub(crate) async fn run_task(
+        &self,
+        cx: &Cx<'_>,
+        req: RunTaskRequest,
+    ) -> Result<Value, AwsError> {
+        let cluster = self.active_cluster(cx, req.cluster.as_deref()).await?.value;
+        let count = req.count.unwrap_or(1);
+        if !(1..=MAX_RUN_TASK_COUNT).contains(&count) {
+            return Err(invalid("Count must be between 1 and 10."));
+        }
+        if req.started_by.as_ref().is_some_and(|s| s.len() > 128) {
+            return Err(invalid("startedBy must be at most 128 characters."));
+        }
+        let tags = check_tags(req.tags)?;
+        let launch_type = req.launch_type.unwrap_or_else(|| "EC2".to_owned());
+        let token_key = match &req.client_token {
+            Some(token) if token.is_empty() || token.len() > 64 => {
+                return Err(invalid("clientToken must be 1 to 64 characters."))
+            }
+            Some(token) => Some(keys::client_token(cx.region, &cluster.name, token)),
+            None => None,
+        };
+        let definition = self.runnable_definition(cx, &req.task_definition).await?;
+        if let Some(key) = &token_key {
+            if let Some(stored) = self.records.get::<ClientTokenRecord>(key).await? {
+                if stored.value.task_definition_arn != definition.arn {
+                    return Err(invalid(
+                        "The clientToken was already used with different parameters.",
+                    ));
+                }
+                return Ok(stored.value.response);
+            }
+        }
+        let overrides = req.overrides.unwrap_or_else(|| json!({}));
+        let needs = needs_with_overrides(&definition, &overrides)?;
+        let group = req
+            .group
+            .unwrap_or_else(|| format!("family:{}", definition.family));
+        let input = PlacementInput {
+            needs: &needs,
+            count: count as usize,
+            group: &group,
+            constraints: &req.placement_constraints,
+            strategies: &req.placement_strategy,
+            only_instances: None,
+            seed: rand::random(),
+        };
+        self.place_and_apply(
+            cx,
+            &cluster.name,
+            &definition,
+            input,
+            req.started_by.as_deref(),
+            &overrides,
+            &launch_type,
+            &tags,
+            token_key.as_deref(),
+        )
+        .await
+    }
+
+    pub(crate) async fn start_task(
+        &self,
+        cx: &Cx<'_>,
+        req: StartTaskRequest,
+    ) -> Result<Value, AwsError> {
+        let cluster = self.active_cluster(cx, req.cluster.as_deref()).await?.value;
+        if req.container_instances.is_empty() || req.container_instances.len() > 10 {
+            return Err(invalid(
+                "containerInstances must have between 1 and 10 items.",
+            ));
+        }
+        let tags = check_tags(req.tags)?;
+        let definition = self.runnable_definition(cx, &req.task_definition).await?;
+        let overrides = req.overrides.unwrap_or_else(|| json!({}));
+        let needs = needs_with_overrides(&definition, &overrides)?;
+        let group = req
+            .group
+            .unwrap_or_else(|| format!("family:{}", definition.family));
+        let mut arns = Vec::new();
+        for reference in &req.container_instances {
+            let id = keys::resource_id(reference, ResourceKind::ContainerInstance)?;
+            arns.push(cx.arn(
+                ResourceKind::ContainerInstance,
+                &format!("{}/{id}", cluster.name),
+            ));
+        }
+        let input = PlacementInput {
+            needs: &needs,
+            count: arns.len(),
+            group: &group,
+            constraints: &[],
+            strategies: &[],
+            only_instances: Some(&arns),
+            seed: rand::random(),
+        };
+        self.place_and_apply(
+            cx,
+            &cluster.name,
+            &definition,
+            input,
+            req.started_by.as_deref(),
+            &overrides,
+            "EC2",
+            &tags,
+            None,
+        )
+        .await
+    }
+
+    /// Finds a task of a cluster by id or ARN.
+    async fn find_task(
+        &self,
+        cx: &Cx<'_>,
+        cluster: &str,
+        reference: &str,
+    ) -> Result<Option<Versioned<TaskRecord>>, AwsError> {
+        let id = keys::resource_id(reference, ResourceKind::Task)?;
+        self.records.get(&keys::task(cx.region, cluster, &id)).await
+    }
+
+    /// Reads, changes and writes back a task, retrying on conflicts.
+    async fn modify_task(
+        &self,
+        cx: &Cx<'_>,
+        cluster: &str,
+        reference: &str,
+        change: impl Fn(&mut TaskRecord) -> Result<(), AwsError>,
+    ) -> Result<TaskRecord, AwsError> {
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            let Some(current) = self.find_task(cx, cluster, reference).await? else {
+                return Err(invalid("The referenced task was not found."));
+            };
+            let mut record = current.value.clone();
+            change(&mut record)?;
+            record.version += 1;
+            let key = keys::task(cx.region, cluster, &record.id);
+            if self.records.put_if(&key, &record, current.revision).await? {
+                return Ok(record);
+            }
+        }
+        Err(too_much_contention())
+    }
+
+    pub(crate) async fn stop_task(
+        &self,
+        cx: &Cx<'_>,
+        req: StopTaskRequest,
+    ) -> Result<Value, AwsError> {
+        let cluster = self.active_cluster(cx, req.cluster.as_deref()).await?.value;
+        if req.reason.as_ref().is_some_and(|r| r.len() > 255) {
+            return Err(invalid("reason must be at most 255 characters."));
+        }
+        let reason = req
+            .reason
+            .clone()
+            .unwrap_or_else(|| "Task stopped by user".to_owned());
+        let now = cx.now_millis;
+        let record = self
+            .modify_task(cx, &cluster.name, &req.task, |task| {
+                if task
+                    .lifecycle
+                    .request_stop(StopCode::UserInitiated, &reason)
+                {
+                    task.stopping_at = Some(now);
+                    // A task no agent has picked up yet has no containers to stop, so
+                    // it stops at once.
+                    if task.lifecycle.last() == TaskStatus::Provisioning {
+                        task.lifecycle
+                            .advance(TaskStatus::Stopped)
+                            .map_err(|e| invalid(e.to_string()))?;
+                        task.stopped_at = Some(now);
+                        for container in &mut task.containers {
+                            container.last_status = "STOPPED".to_owned();
+                        }
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(json!({"task": record.to_wire(false)}))
+    }
+
+    pub(crate) async fn describe_tasks(
+        &self,
+        cx: &Cx<'_>,
+        req: DescribeTasksRequest,
+    ) -> Result<Value, AwsError> {
+        if req.tasks.len() > 100 {
+            return Err(invalid("Tasks cannot have more than 100 entries."));
+        }
+        let cluster = self.active_cluster(cx, req.cluster.as_deref()).await?.value;
+        let with_tags = req.include.iter().any(|i| i == "TAGS");
+        let mut tasks = Vec::new();
+        let mut failures = Vec::new();
+        for reference in &req.tasks {
+            match self.find_task(cx, &cluster.name, reference).await {
+                Ok(Some(task)) => tasks.push(task.value.to_wire(with_tags)),
+                Ok(None) | Err(_) => failures.push(json!({
+                    "arn": if reference.starts_with("arn:") {
+                        reference.clone()
+                    } else {
+                        cx.arn(ResourceKind::Task, &format!("{}/{reference}", cluster.name))
+                    },
+                    "reason": "MISSING",
+                })),
+            }
+        }
+        Ok(json!({"tasks": tasks, "failures": failures}))
+    }
+
+    pub(crate) async fn list_tasks(
+        &self,
+        cx: &Cx<'_>,
+        req: ListTasksRequest,
+    ) -> Result<Value, AwsError> {
+        let cluster = self.active_cluster(cx, req.cluster.as_deref()).await?.value;
+        let instance_arn = match &req.container_instance {
+            Some(reference) => {
+                let id = keys::resource_id(reference, ResourceKind::ContainerInstance)?;
+                Some(cx.arn(
+                    ResourceKind::ContainerInstance,
+                    &format!("{}/{id}", cluster.name),
+                ))
+            }
+            None => None,
+        };
+        let desired = req.desired_status.as_deref().unwrap_or("RUNNING");
+        if !["RUNNING", "PENDING", "STOPPED"].contains(&desired) {
+            return Err(invalid(format!("Invalid desiredStatus: {desired}")));
+        }
+        let service_group = req.service_name.as_ref().map(|s| format!("service:{s}"));
+        let tasks = self.cluster_tasks(cx, &cluster.name).await?;
+        let arns: Vec<String> = tasks
+            .into_iter()
+            .map(|t| t.value)
+            .filter(|t| {
+                let status_ok = match desired {
+                    "STOPPED" => t.lifecycle.desired() == DesiredTaskStatus::Stopped,
+                    "PENDING" => {
+                        t.lifecycle.desired() == DesiredTaskStatus::Running
+                            && t.lifecycle.last() < TaskStatus::Running
+                    }
+                    _ => t.lifecycle.desired() == DesiredTaskStatus::Running,
+                };
+                status_ok
+                    && req.family.as_ref().is_none_or(|f| *f == t.family)
+                    && req
+                        .started_by
+                        .as_ref()
+                        .is_none_or(|s| Some(s) == t.started_by.as_ref())
+                    && req.launch_type.as_ref().is_none_or(|l| *l == t.launch_type)
+                    && instance_arn
+                        .as_ref()
+                        .is_none_or(|a| Some(a) == t.container_instance_arn.as_ref())
+                    && service_group.as_ref().is_none_or(|g| *g == t.group)
+            })
+            .map(|t| t.arn)
+            .collect();
+        let (arns, next) = paging::page(
+            arns,
+            String::clone,
+            req.next_token.as_deref(),
+            req.max_results,
+            100,
+        )?;
+        Ok(json!({"taskArns": arns, "nextToken": next}))
+    }
+
+    pub(crate) async fn submit_task_state_change(
+        &self,
+        cx: &Cx<'_>,
+        req: SubmitTaskStateChangeRequest,
+    ) -> Result<Value, AwsError> {
+        let cluster = self.active_cluster(cx, req.cluster.as_deref()).await?.value;
+        let task = req
+            .task
+            .as_deref()
+            .ok_or_else(|| invalid("task is required."))?;
+        let status = req
+            .status
+            .as_deref()
+            .map(|s| {
+                TaskStatus::parse(s).ok_or_else(|| invalid(format!("Invalid task status: {s}")))
+            })
+            .transpose()?;
+        let now = cx.now_millis;
+        self.modify_task(cx, &cluster.name, task, |record| {
+            if let Some(status) = status {
+                // A report older than what is known (a retried, late message) is
+                // acknowledged and ignored: state changes are idempotent.
+                if record.lifecycle.last().can_move_to(status) {
+                    // A task that stops without having been asked to stopped because an
+                    // essential container exited; the reason is recorded before the
+                    // move, since reaching STOPPED closes the stop request.
+                    if status == TaskStatus::Stopped {
+                        let reason = req
+                            .reason
+                            .clone()
+                            .unwrap_or_else(|| "Essential container in task exited".to_owned());
+                        record
+                            .lifecycle
+                            .request_stop(StopCode::EssentialContainerExited, &reason);
+                        record.stopped_at = Some(now);
+                    }
+                    if status == TaskStatus::Running {
+                        record.started_at = record.started_at.or(Some(now));
+                    }
+                    record
+                        .lifecycle
+                        .advance(status)
+                        .map_err(|e| invalid(e.to_string()))?;
+                }
+            }
+            for change in &req.containers {
+                apply_container_change(record, change);
+            }
+            record.pull_started_at =
+                seconds_to_millis(req.pull_started_at).or(record.pull_started_at);
+            record.pull_stopped_at =
+                seconds_to_millis(req.pull_stopped_at).or(record.pull_stopped_at);
+            record.execution_stopped_at =
+                seconds_to_millis(req.execution_stopped_at).or(record.execution_stopped_at);
+            Ok(())
+        })
+        .await?;
+        Ok(json!({"acknowledgment": "ACK"}))
+    }
+
+    pub(crate) async fn submit_container_state_change(
+        &self,
+        cx: &Cx<'_>,
+        req: SubmitContainerStateChangeRequest,
+    ) -> Result<Value, AwsError> {
+        let cluster = self.active_cluster(cx, req.cluster.as_deref()).await?.value;
+        let task = req
+            .task
+            .as_deref()
+            .ok_or_else(|| invalid("task is required."))?;
+        self.modify_task(cx, &cluster.name, task, |record| {
+            apply_container_change(record, &req.change);
+            Ok(())
+        })
+        .await?;
+        Ok(json!({"acknowledgment": "ACK"}))
+    }
+}
+
+/// Container statuses in lifecycle order; a report never moves a container back.
+const CONTAINER_STATUS_ORDER: [&str; 4] = ["PENDING", "RUNNING", "STOPPING", "STOPPED"];
+
+fn apply_container_change(task: &mut TaskRecord, change: &ContainerStateChange) {
+    let Some(name) = &change.container_name else {
+        return;
+    };
+    let Some(container) = task.containers.iter_mut().find(|c| &c.name == name) else {
+        return;
+    };
+    if let Some(status) = &change.status {
+        let rank = |s: &str| CONTAINER_STATUS_ORDER.iter().position(|x| *x == s);
+        if let (Some(new), current) = (rank(status), rank(&container.last_status)) {
+            if current.is_none_or(|c| new >= c) {
+                container.last_status = status.clone();
+            }
+        }
+    }
+    if change.exit_code.is_some() {
+        container.exit_code = change.exit_code;
+    }
+    if change.reason.is_some() {
+        container.reason = change.reason.clone();
+    }
+    if change.runtime_id.is_some() {
+        container.runtime_id = change.runtime_id.clone();
+    }
+    if !change.network_bindings.is_empty() {
+        container.network_bindings = change.network_bindings.clone();
+    }
+}

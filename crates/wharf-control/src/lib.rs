@@ -1,0 +1,18 @@
+//! Wharf's control plane: the ECS API and the state behind it.
+//!
+//! This crate owns the ECS operations (clusters, task definitions, container
+//! instances, tasks, attributes, tags, account settings, capacity providers), the
+//! records they keep in the store, and the plan-then-apply path that places tasks:
+//! the scheduler plans against a snapshot, and the applier commits the plan with a
+//! compare-and-swap on every instance it touches, re-planning when another writer got
+//! there first, so that concurrent RunTask calls never over-commit an instance.
+//!
+//! It must not run containers (agents do) or speak HTTP itself (`wharf-aws` decodes
+//! requests and encodes responses; this crate sees typed, authenticated calls).
+
+pub mod clock;
+pub mod ecs;
+pub mod records;
+
+pub use clock::{Clock, SystemClock};
+pub use ecs::{EcsConfig, EcsService};

@@ -1,0 +1,546 @@
+//! Placement: choosing a container instance for each task of a request.
+//!
+//! [`place_tasks`] places the request's tasks one after another. For each task it
+//! rejects the instances that cannot take it (each with an ECS failure reason), then
+//! narrows the rest with the strategies in order, each later strategy breaking the
+//! ties left by the ones before; remaining ties go to the seeded generator. Every
+//! placed task is charged to a working copy of the instance's resources, ports and
+//! task groups, so the next task sees it.
+//!
+//! Only `ACTIVE` instances take tasks. Other instances are passed over silently;
+//! when there is no `ACTIVE` instance at all, the task fails with `MISSING`.
+
+mod input;
+mod seeded_rng;
+
+use std::collections::HashMap;
+use std::fmt;
+
+use crate::query::{Expression, QueryTarget};
+use crate::snapshot::{ClusterSnapshot, InstanceSnapshot};
+pub use input::{
+    validate_placement, PlacementInputError, MAX_PLACEMENT_CONSTRAINTS, MAX_PLACEMENT_STRATEGIES,
+};
+use seeded_rng::SeededRng;
+
+/// A rule every chosen instance must satisfy.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PlacementConstraint {
+    /// No two tasks of the request's group on the same instance (counting the tasks of
+    /// the group already there).
+    DistinctInstance,
+    /// Only instances matching the expression, evaluated against the plan so far
+    /// (so `task:group` and `runningTasksCount` count tasks placed earlier in the same
+    /// request).
+    MemberOf(Expression),
+}
+
+/// The resource `binpack` packs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BinpackField {
+    /// CPU units.
+    Cpu,
+    /// Memory MiB.
+    Memory,
+}
+
+/// What `spread` balances the group's tasks across.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SpreadField {
+    /// Each instance (`instanceId`, alias `host`).
+    InstanceId,
+    /// Each value of an attribute, e.g. `ecs.availability-zone`. Instances without the
+    /// attribute (or without a value) form one bucket of their own.
+    Attribute(String),
+}
+
+/// How to choose among the instances that can take a task.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PlacementStrategy {
+    /// Prefer the instance with the least of the resource left that still fits.
+    Binpack(BinpackField),
+    /// Prefer the instances (or attribute values) with the fewest tasks of the group.
+    Spread(SpreadField),
+    /// Pick at random, from the request's seed.
+    Random,
+}
+
+impl PlacementStrategy {
+    /// What ECS does for a service that names no strategy: spread across availability
+    /// zones, then across instances.
+    pub fn service_default() -> Vec<PlacementStrategy> {
+        vec![
+            Self::Spread(SpreadField::Attribute("ecs.availability-zone".to_owned())),
+            Self::Spread(SpreadField::InstanceId),
+        ]
+    }
+}
+
+/// An attribute a task definition requires (`requiresAttributes`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequiredAttribute {
+    /// The attribute's name, e.g. `com.amazonaws.ecs.capability.docker-remote-api.1.19`.
+    pub name: String,
+    /// The value it must have; `None` means any value, or none.
+    pub value: Option<String>,
+}
+
+/// What to place: `count` identical tasks of one group.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PlacementRequest {
+    /// How many tasks.
+    pub count: usize,
+    /// The tasks' group, e.g. `family:web` or `service:api`.
+    pub group: String,
+    /// The tasks' task definition family.
+    pub family: String,
+    /// CPU units each task reserves (0 for none).
+    pub cpu: i64,
+    /// Memory MiB each task reserves (0 for none).
+    pub memory_mib: i64,
+    /// Static TCP host ports each task binds; dynamic host ports need no entry.
+    pub tcp_host_ports: Vec<u16>,
+    /// Static UDP host ports each task binds.
+    pub udp_host_ports: Vec<u16>,
+    /// Attributes an instance must have (all of them).
+    pub requires_attributes: Vec<RequiredAttribute>,
+    /// Constraints every chosen instance must satisfy.
+    pub constraints: Vec<PlacementConstraint>,
+    /// Strategies in order; empty means [`PlacementStrategy::Random`], as RunTask does.
+    pub strategies: Vec<PlacementStrategy>,
+    /// Seeds every random choice; the same seed gives the same plan.
+    pub seed: u64,
+}
+
+/// Why an instance could not take a task, in ECS's wording.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureReason {
+    /// Not enough CPU left: `RESOURCE:CPU`.
+    ResourceCpu,
+    /// Not enough memory left: `RESOURCE:MEMORY`.
+    ResourceMemory,
+    /// A static host port is taken: `RESOURCE:PORTS`.
+    ResourcePorts,
+    /// A required attribute is missing or has another value: `ATTRIBUTE`.
+    Attribute,
+    /// The agent is disconnected: `AGENT`.
+    Agent,
+    /// No instance (or no `ACTIVE` one) in the cluster: `MISSING`.
+    Missing,
+    /// The instance is not `ACTIVE` (only from [`rejection_reason`], for StartTask):
+    /// `INACTIVE`.
+    InstanceNotActive,
+    /// A `memberOf` expression does not match the instance.
+    MemberOfUnsatisfied,
+    /// The instance already has a task of the group and `distinctInstance` is set.
+    DistinctInstanceUnsatisfied,
+}
+
+impl FailureReason {
+    /// The `reason` string of an ECS `Failure`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ResourceCpu => "RESOURCE:CPU",
+            Self::ResourceMemory => "RESOURCE:MEMORY",
+            Self::ResourcePorts => "RESOURCE:PORTS",
+            Self::Attribute => "ATTRIBUTE",
+            Self::Agent => "AGENT",
+            Self::Missing => "MISSING",
+            Self::InstanceNotActive => "INACTIVE",
+            Self::MemberOfUnsatisfied => "MemberOf placement constraint unsatisfied.",
+            Self::DistinctInstanceUnsatisfied => {
+                "DistinctInstance placement constraint unsatisfied."
+            }
+        }
+    }
+}
+
+impl fmt::Display for FailureReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One instance's refusal of one task, like an entry of ECS's `failures`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlacementFailure {
+    /// The refusing container instance's ARN; `None` for `MISSING` (the caller puts
+    /// the cluster's ARN there).
+    pub instance_id: Option<String>,
+    /// Why.
+    pub reason: FailureReason,
+}
+
+/// The outcome for one task of the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskPlacement {
+    /// The task goes to this container instance (its ARN).
+    Placed {
+        /// The chosen container instance's ARN.
+        instance_id: String,
+    },
+    /// No instance could take the task; one failure per refusing `ACTIVE` instance
+    /// (in snapshot order), or a single `MISSING`.
+    Unplaced {
+        /// Why each instance refused.
+        failures: Vec<PlacementFailure>,
+    },
+}
+
+/// The result of [`place_tasks`]: one outcome per requested task, in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlacementPlan {
+    /// `count` entries.
+    pub tasks: Vec<TaskPlacement>,
+}
+
+impl PlacementPlan {
+    /// The chosen instance ARNs of the placed tasks, in task order.
+    pub fn placed_instance_ids(&self) -> impl Iterator<Item = &str> {
+        self.tasks.iter().filter_map(|task| match task {
+            TaskPlacement::Placed { instance_id } => Some(instance_id.as_str()),
+            TaskPlacement::Unplaced { .. } => None,
+        })
+    }
+
+    /// How many tasks were placed.
+    pub fn placed_count(&self) -> usize {
+        self.placed_instance_ids().count()
+    }
+
+    /// Every failure of the unplaced tasks, deduplicated by (instance, reason) and in
+    /// first-seen order, as RunTask reports them.
+    pub fn failures(&self) -> Vec<PlacementFailure> {
+        let mut seen = Vec::new();
+        for task in &self.tasks {
+            if let TaskPlacement::Unplaced { failures } = task {
+                for failure in failures {
+                    if !seen.contains(failure) {
+                        seen.push(failure.clone());
+                    }
+                }
+            }
+        }
+        seen
+    }
+}
+
+/// Why `instance` could not take one task of `request` right now, or `None` if it
+/// can. Looks at the instance's status too, so StartTask can check the instances it
+/// was told to use. Strategies play no part.
+pub fn rejection_reason(
+    instance: &InstanceSnapshot,
+    request: &PlacementRequest,
+) -> Option<FailureReason> {
+    if !instance.status.accepts_new_tasks() {
+        return Some(FailureReason::InstanceNotActive);
+    }
+    let working = WorkingInstance::new(instance, &request.group);
+    static_rejection(instance, request).or_else(|| working.dynamic_rejection(request))
+}
+
+/// Places `request.count` tasks on `snapshot`'s instances, one after another.
+pub fn place_tasks(snapshot: &ClusterSnapshot, request: &PlacementRequest) -> PlacementPlan {
+    let mut rng = SeededRng::new(request.seed);
+    let active: Vec<&InstanceSnapshot> = snapshot
+        .instances
+        .iter()
+        .filter(|instance| instance.status.accepts_new_tasks())
+        .collect();
+    if active.is_empty() {
+        let missing = TaskPlacement::Unplaced {
+            failures: vec![PlacementFailure {
+                instance_id: None,
+                reason: FailureReason::Missing,
+            }],
+        };
+        return PlacementPlan {
+            tasks: vec![missing; request.count],
+        };
+    }
+
+    // What cannot change while placing (agent, attributes, memberOf expressions that
+    // do not look at tasks) is worked out once per instance.
+    let static_rejections: Vec<Option<FailureReason>> = active
+        .iter()
+        .map(|instance| static_rejection(instance, request))
+        .collect();
+    let mut working: Vec<WorkingInstance<'_>> = active
+        .iter()
+        .map(|instance| WorkingInstance::new(instance, &request.group))
+        .collect();
+    let mut spreads = SpreadBuckets::new(&active, request);
+
+    let strategies: &[PlacementStrategy] = if request.strategies.is_empty() {
+        &[PlacementStrategy::Random]
+    } else {
+        &request.strategies
+    };
+
+    let mut tasks = Vec::with_capacity(request.count);
+    let mut candidates = Vec::with_capacity(active.len());
+    for _ in 0..request.count {
+        candidates.clear();
+        let mut failures = Vec::new();
+        for (index, instance) in working.iter().enumerate() {
+            match static_rejections[index].or_else(|| instance.dynamic_rejection(request)) {
+                None => candidates.push(index),
+                Some(reason) => failures.push(PlacementFailure {
+                    instance_id: Some(instance.base.id.clone()),
+                    reason,
+                }),
+            }
+        }
+        if candidates.is_empty() {
+            tasks.push(TaskPlacement::Unplaced { failures });
+            continue;
+        }
+        for strategy in strategies {
+            if candidates.len() == 1 {
+                break;
+            }
+            narrow(&mut candidates, strategy, &working, &spreads, &mut rng);
+        }
+        let chosen = candidates[rng.below(candidates.len())];
+        working[chosen].charge(request);
+        spreads.record(chosen);
+        tasks.push(TaskPlacement::Placed {
+            instance_id: working[chosen].base.id.clone(),
+        });
+    }
+    PlacementPlan { tasks }
+}
+
+/// Keeps only the candidates `strategy` likes best.
+fn narrow(
+    candidates: &mut Vec<usize>,
+    strategy: &PlacementStrategy,
+    working: &[WorkingInstance<'_>],
+    spreads: &SpreadBuckets,
+    rng: &mut SeededRng,
+) {
+    match strategy {
+        PlacementStrategy::Random => {
+            let chosen = candidates[rng.below(candidates.len())];
+            candidates.clear();
+            candidates.push(chosen);
+        }
+        PlacementStrategy::Binpack(BinpackField::Cpu) => {
+            keep_lowest(candidates, |index| working[index].cpu_left)
+        }
+        PlacementStrategy::Binpack(BinpackField::Memory) => {
+            keep_lowest(candidates, |index| working[index].memory_left)
+        }
+        PlacementStrategy::Spread(SpreadField::InstanceId) => {
+            keep_lowest(candidates, |index| working[index].group_tasks() as i64)
+        }
+        PlacementStrategy::Spread(SpreadField::Attribute(name)) => {
+            // Looked up once per task, not once per candidate.
+            if let Some(buckets) = spreads.by_attribute.get(name) {
+                keep_lowest(candidates, |index| {
+                    buckets.group_tasks_sharing(index) as i64
+                })
+            }
+        }
+    }
+}
+
+fn keep_lowest(candidates: &mut Vec<usize>, mut score: impl FnMut(usize) -> i64) {
+    let lowest = candidates
+        .iter()
+        .map(|&index| score(index))
+        .min()
+        .unwrap_or(0);
+    candidates.retain(|&index| score(index) == lowest);
+}
+
+/// Reasons that do not depend on what the plan has placed so far.
+fn static_rejection(
+    instance: &InstanceSnapshot,
+    request: &PlacementRequest,
+) -> Option<FailureReason> {
+    if !instance.agent_connected {
+        return Some(FailureReason::Agent);
+    }
+    let has_required = |required: &RequiredAttribute| match instance.attribute(&required.name) {
+        None => false,
+        Some(value) => required.value.is_none() || value == required.value.as_deref(),
+    };
+    if !request.requires_attributes.iter().all(has_required) {
+        return Some(FailureReason::Attribute);
+    }
+    let unsatisfied = request
+        .constraints
+        .iter()
+        .any(|constraint| match constraint {
+            PlacementConstraint::MemberOf(expression) if !expression.depends_on_tasks() => {
+                !expression.matches(instance)
+            }
+            _ => false,
+        });
+    unsatisfied.then_some(FailureReason::MemberOfUnsatisfied)
+}
+
+/// An instance plus what this plan has put on it so far.
+struct WorkingInstance<'a> {
+    base: &'a InstanceSnapshot,
+    group: &'a str,
+    cpu_left: i64,
+    memory_left: i64,
+    existing_group_tasks: usize,
+    planned_tasks: usize,
+}
+
+impl<'a> WorkingInstance<'a> {
+    fn new(base: &'a InstanceSnapshot, group: &'a str) -> Self {
+        Self {
+            base,
+            group,
+            cpu_left: base.remaining.cpu,
+            memory_left: base.remaining.memory_mib,
+            existing_group_tasks: base.group_task_count(group),
+            planned_tasks: 0,
+        }
+    }
+
+    fn group_tasks(&self) -> usize {
+        self.existing_group_tasks + self.planned_tasks
+    }
+
+    /// Reasons that can change as tasks are placed, in ECS's order of checking.
+    fn dynamic_rejection(&self, request: &PlacementRequest) -> Option<FailureReason> {
+        for constraint in &request.constraints {
+            match constraint {
+                PlacementConstraint::MemberOf(expression)
+                    if expression.depends_on_tasks() && !expression.matches_target(self) =>
+                {
+                    return Some(FailureReason::MemberOfUnsatisfied);
+                }
+                PlacementConstraint::DistinctInstance if self.group_tasks() > 0 => {
+                    return Some(FailureReason::DistinctInstanceUnsatisfied);
+                }
+                _ => {}
+            }
+        }
+        if request.cpu > self.cpu_left {
+            return Some(FailureReason::ResourceCpu);
+        }
+        if request.memory_mib > self.memory_left {
+            return Some(FailureReason::ResourceMemory);
+        }
+        if self.ports_taken(request) {
+            return Some(FailureReason::ResourcePorts);
+        }
+        None
+    }
+
+    /// A static port is taken when the instance reserves or uses it already, or when
+    /// this plan put a task of the same request here (it binds the same ports).
+    fn ports_taken(&self, request: &PlacementRequest) -> bool {
+        if request.tcp_host_ports.is_empty() && request.udp_host_ports.is_empty() {
+            return false;
+        }
+        if self.planned_tasks > 0 {
+            return true;
+        }
+        let (registered, remaining) = (&self.base.registered, &self.base.remaining);
+        request
+            .tcp_host_ports
+            .iter()
+            .any(|port| remaining.tcp_ports.contains(port) || registered.tcp_ports.contains(port))
+            || request.udp_host_ports.iter().any(|port| {
+                remaining.udp_ports.contains(port) || registered.udp_ports.contains(port)
+            })
+    }
+
+    fn charge(&mut self, request: &PlacementRequest) {
+        self.cpu_left -= request.cpu;
+        self.memory_left -= request.memory_mib;
+        self.planned_tasks += 1;
+    }
+}
+
+impl QueryTarget for WorkingInstance<'_> {
+    fn agent_connected(&self) -> bool {
+        self.base.agent_connected
+    }
+    fn agent_version(&self) -> &str {
+        &self.base.agent_version
+    }
+    fn attribute(&self, name: &str) -> Option<Option<&str>> {
+        self.base.attribute(name)
+    }
+    fn ec2_instance_id(&self) -> &str {
+        &self.base.ec2_instance_id
+    }
+    fn registered_at_ms(&self) -> i64 {
+        self.base.registered_at_ms
+    }
+    fn running_tasks_count(&self) -> i64 {
+        self.base.running_tasks_count + self.planned_tasks as i64
+    }
+    fn any_task_group(&self, predicate: &mut dyn FnMut(&str) -> bool) -> bool {
+        (self.planned_tasks > 0 && predicate(self.group))
+            || self.base.tasks.iter().any(|task| predicate(&task.group))
+    }
+}
+
+/// For each attribute spread: which bucket (attribute value) every active instance
+/// falls in, and how many tasks of the group each bucket holds across all active
+/// instances.
+struct SpreadBuckets {
+    by_attribute: HashMap<String, AttributeBuckets>,
+}
+
+struct AttributeBuckets {
+    bucket_of_instance: Vec<usize>,
+    group_tasks_in_bucket: Vec<usize>,
+}
+
+impl AttributeBuckets {
+    /// Tasks of the group on all instances sharing `instance`'s attribute value.
+    fn group_tasks_sharing(&self, instance: usize) -> usize {
+        self.group_tasks_in_bucket[self.bucket_of_instance[instance]]
+    }
+}
+
+impl SpreadBuckets {
+    fn new(active: &[&InstanceSnapshot], request: &PlacementRequest) -> Self {
+        let mut by_attribute = HashMap::new();
+        for strategy in &request.strategies {
+            let PlacementStrategy::Spread(SpreadField::Attribute(name)) = strategy else {
+                continue;
+            };
+            if by_attribute.contains_key(name) {
+                continue;
+            }
+            let mut bucket_ids: HashMap<Option<&str>, usize> = HashMap::new();
+            let mut bucket_of_instance = Vec::with_capacity(active.len());
+            let mut group_tasks_in_bucket = Vec::new();
+            for instance in active {
+                let value = instance.attribute(name).flatten();
+                let next_id = bucket_ids.len();
+                let bucket = *bucket_ids.entry(value).or_insert(next_id);
+                if bucket == group_tasks_in_bucket.len() {
+                    group_tasks_in_bucket.push(0);
+                }
+                group_tasks_in_bucket[bucket] += instance.group_task_count(&request.group);
+                bucket_of_instance.push(bucket);
+            }
+            by_attribute.insert(
+                name.clone(),
+                AttributeBuckets {
+                    bucket_of_instance,
+                    group_tasks_in_bucket,
+                },
+            );
+        }
+        Self { by_attribute }
+    }
+
+    fn record(&mut self, instance: usize) {
+        for buckets in self.by_attribute.values_mut() {
+            buckets.group_tasks_in_bucket[buckets.bucket_of_instance[instance]] += 1;
+        }
+    }
+}
