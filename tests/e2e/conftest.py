@@ -21,6 +21,14 @@ import boto3
 import botocore.config
 import pytest
 
+# The host's AWS settings (a profile, a region, an endpoint) must not leak into the
+# in-process boto3 clients; every client here names its endpoint, region and key.
+for _name in [n for n in os.environ if n.startswith("AWS_")]:
+    del os.environ[_name]
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+os.environ["AWS_CONFIG_FILE"] = os.devnull
+os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ROOT_KEY_ID = "test"
 ROOT_SECRET = "testsecret"
@@ -88,13 +96,15 @@ class Wharf:
         except OSError:
             return "<no log>"
 
-    def start(self) -> "Wharf":
+    def start(self, pass_root_key: bool = True) -> "Wharf":
+        """Starts `wharf up`; with pass_root_key=False no --root-access-key is given (the
+        server uses the key it kept in its data directory, or generates one)."""
         assert self.proc is None or self.proc.poll() is not None, "already running"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.starts += 1
         cmd = [self.bin, "up", "--data-dir", str(self.data_dir),
                "--api-addr", f"127.0.0.1:{self.port}", "--region", self.region]
-        if self.root_key:
+        if self.root_key and pass_root_key:
             cmd += ["--root-access-key", f"{self.root_key[0]}:{self.root_key[1]}"]
         env = {k: v for k, v in os.environ.items() if not k.startswith("WHARF_")}
         env.setdefault("WHARF_LOG", "info")

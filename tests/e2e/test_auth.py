@@ -33,9 +33,10 @@ def raw_post(url: str, headers: dict, body: bytes = b"{}"):
 
 
 def signed_headers(url: str, body: bytes, when: datetime.datetime | None = None,
-                   key=ROOT_KEY_ID, secret=ROOT_SECRET, region="us-east-1") -> dict:
+                   key=ROOT_KEY_ID, secret=ROOT_SECRET, region="us-east-1",
+                   target=TARGET) -> dict:
     request = AWSRequest(method="POST", url=url, data=body,
-                         headers={"X-Amz-Target": TARGET, "Content-Type": CONTENT_TYPE})
+                         headers={"X-Amz-Target": target, "Content-Type": CONTENT_TYPE})
     signer = botocore.auth.SigV4Auth(Credentials(key, secret), "ecs", region)
     if when is None:
         signer.add_auth(request)
@@ -76,8 +77,16 @@ def test_signed_request_works_raw(wharf):
     url = wharf.endpoint + "/"
     status, headers, body = raw_post(url, signed_headers(url, b"{}"), b"{}")
     assert status == 200, body
-    assert body == {"clusterArns": []}
+    assert body.get("clusterArns") == []
     assert headers.get("x-amzn-RequestId")
+    assert headers.get("Content-Type", "").startswith(CONTENT_TYPE)
+
+
+def test_absent_members_are_omitted(wharf):
+    url = wharf.endpoint + "/"
+    status, _, body = raw_post(url, signed_headers(url, b"{}"), b"{}")
+    assert status == 200, body
+    assert body == {"clusterArns": []}
 
 
 def test_expired_signature(wharf):
@@ -92,6 +101,12 @@ def test_expired_signature(wharf):
     message = body.get("message") or body.get("Message") or ""
     assert "Signature expired" in message, body
     assert resp_headers.get("x-amzn-RequestId")
+
+    # As far in the future is rejected too.
+    future = past + datetime.timedelta(minutes=40)
+    status, _, body = raw_post(url, signed_headers(url, b"{}", when=future), b"{}")
+    assert 400 <= status < 500, (status, body)
+    assert body.get("__type", "").split("#")[-1] == "InvalidSignatureException", body
 
     # 10 minutes in the past is within the 15-minute skew and accepted.
     recent = past + datetime.timedelta(minutes=10)
@@ -109,10 +124,6 @@ def test_tampered_body(wharf):
 
 def test_request_id_on_every_response(wharf):
     seen = []
-
-    def capture(http_response, **kwargs):
-        seen.append(http_response.headers.get("x-amzn-RequestId"))
-
     good = wharf.client()
     bad = wharf.client(secret="wrong")
     for c in (good, bad):

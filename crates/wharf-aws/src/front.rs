@@ -69,6 +69,29 @@ struct Routes {
     query: HashMap<&'static str, (Arc<dyn AwsService>, &'static str)>,
 }
 
+/// Runs a service call on its own task, so that a bug that panics inside a service is
+/// answered with the protocol's server error instead of dropping the connection.
+async fn call_guarded(
+    service: &Arc<dyn AwsService>,
+    ctx: CallContext,
+    operation: &str,
+    input: ServiceInput,
+) -> Result<ServiceOutput, AwsError> {
+    let service = Arc::clone(service);
+    let operation = operation.to_owned();
+    let op_name = operation.clone();
+    match tokio::spawn(async move { service.call(&ctx, &operation, input).await }).await {
+        Ok(result) => result,
+        Err(join_error) => {
+            tracing::error!(operation = %op_name, error = %join_error, "service call panicked");
+            Err(AwsError::server(
+                "InternalFailure",
+                "The request processing has failed because of an unknown error, exception or failure.",
+            ))
+        }
+    }
+}
+
 /// The shape an error response takes.
 #[derive(Debug, Clone, Copy)]
 enum Shape {
@@ -258,10 +281,7 @@ impl Routes {
             Err(err) => return error_response(Shape::Json, request_id, &err),
         };
         let ctx = context(request_id, caller);
-        match service
-            .call(&ctx, operation, ServiceInput::Json(input))
-            .await
-        {
+        match call_guarded(service, ctx, operation, ServiceInput::Json(input)).await {
             Ok(ServiceOutput::Json(value)) => {
                 let body = serde_json::to_vec(&value).unwrap_or_else(|_| b"{}".to_vec());
                 respond(StatusCode::OK, JSON_11_CONTENT_TYPE, body, request_id, None)
@@ -312,10 +332,7 @@ impl Routes {
         }
         params.retain(|(k, _)| k != "Action" && k != "Version");
         let ctx = context(request_id, caller);
-        match service
-            .call(&ctx, &action, ServiceInput::Query(params))
-            .await
-        {
+        match call_guarded(service, ctx, &action, ServiceInput::Query(params)).await {
             Ok(ServiceOutput::QueryResultXml(inner)) => {
                 let body = format!(
                     "<{action}Response xmlns=\"{}\"><{action}Result>{inner}</{action}Result><ResponseMetadata><RequestId>{}</RequestId></ResponseMetadata></{action}Response>",

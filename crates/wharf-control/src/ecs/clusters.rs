@@ -208,9 +208,6 @@ impl EcsService {
             "runningTasksCount": counts.running,
             "pendingTasksCount": counts.pending,
             "activeServicesCount": 0,
-            "statistics": [],
-            "tags": [],
-            "settings": [],
             "capacityProviders": record.capacity_providers,
             "defaultCapacityProviderStrategy": record.default_capacity_provider_strategy,
         });
@@ -246,6 +243,24 @@ impl EcsService {
         Ok(wire)
     }
 
+    /// CreateCluster's answer: the whole cluster, with every list member present.
+    async fn created_response(
+        &self,
+        cx: &Cx<'_>,
+        record: &ClusterRecord,
+    ) -> Result<Value, AwsError> {
+        let all = Include {
+            statistics: false,
+            tags: true,
+            settings: true,
+            configurations: true,
+            attachments: false,
+        };
+        let mut wire = self.cluster_wire(cx, record, all).await?;
+        wire["statistics"] = json!([]);
+        Ok(json!({ "cluster": wire }))
+    }
+
     pub(crate) async fn create_cluster(
         &self,
         cx: &Cx<'_>,
@@ -262,22 +277,13 @@ impl EcsService {
         self.check_capacity_providers(cx, &req.capacity_providers)
             .await?;
         let key = keys::cluster(cx.region, &name);
-        let all = Include {
-            statistics: false,
-            tags: true,
-            settings: true,
-            configurations: true,
-            attachments: false,
-        };
         for _ in 0..MAX_CONFLICT_RETRIES {
             let existing = self.records.get::<ClusterRecord>(&key).await?;
             // CreateCluster is idempotent by name: an ACTIVE cluster of that name is
             // returned as it is.
             if let Some(existing) = &existing {
                 if existing.value.status == ClusterStatus::Active {
-                    return Ok(
-                        json!({"cluster": self.cluster_wire(cx, &existing.value, all).await?}),
-                    );
+                    return self.created_response(cx, &existing.value).await;
                 }
             }
             let record = ClusterRecord {
@@ -297,7 +303,7 @@ impl EcsService {
             };
             let expected = existing.map(|e| e.revision).unwrap_or(0);
             if self.records.put_if(&key, &record, expected).await? {
-                return Ok(json!({"cluster": self.cluster_wire(cx, &record, all).await?}));
+                return self.created_response(cx, &record).await;
             }
         }
         Err(too_much_contention())

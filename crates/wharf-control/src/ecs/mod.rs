@@ -214,9 +214,22 @@ impl AwsService for EcsService {
             },
             now_millis: self.clock.now_millis(),
         };
-        self.dispatch(&cx, operation, input)
-            .await
-            .map(ServiceOutput::Json)
+        let mut output = self.dispatch(&cx, operation, input).await?;
+        omit_nulls(&mut output);
+        Ok(ServiceOutput::Json(output))
+    }
+}
+
+/// Drops `null` members, recursively: AWS leaves absent members out of a response
+/// rather than sending them as null, and strict SDKs tell the two apart.
+fn omit_nulls(value: &mut Value) {
+    match value {
+        Value::Object(members) => {
+            members.retain(|_, v| !v.is_null());
+            members.values_mut().for_each(omit_nulls);
+        }
+        Value::Array(items) => items.iter_mut().for_each(omit_nulls),
+        _ => {}
     }
 }
 

@@ -558,7 +558,10 @@ impl EcsService {
             .wire
             .get("compatibilities")
             .and_then(Value::as_array)
-            .is_none_or(|list| list.iter().any(|c| c.as_str() == Some(launch_type.as_str())));
+            .is_none_or(|list| {
+                list.iter()
+                    .any(|c| c.as_str() == Some(launch_type.as_str()))
+            });
         if !compatible {
             return Err(client_error(format!(
                 "Task definition does not support launch_type {launch_type}."
