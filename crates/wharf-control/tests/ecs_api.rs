@@ -796,7 +796,6 @@ async fn clusters_are_regional() {
 // BUG: keys::cluster_name keeps only the resource part of a cluster ARN, so an ARN of
 // another region resolves to the same-named cluster of the calling region.
 #[tokio::test]
-#[ignore = "BUG: a cluster ARN of another region resolves to the caller's region's cluster of that name"]
 async fn a_cluster_arn_of_another_region_is_not_the_local_cluster() {
     let h = Harness::new();
     h.call_in("eu-west-1", "CreateCluster", json!({"clusterName": "dup"}))
@@ -1057,7 +1056,6 @@ async fn list_task_definitions_filters_sorts_and_pages() {
 // "family:revision"; ':' sorts after '-' and digits, so with families `web` and `web2`
 // (or `web-api`) the page after `web:N` drops `web2`'s revisions.
 #[tokio::test]
-#[ignore = "BUG: ListTaskDefinitions paging loses families that extend another family's name (web vs web2/web-api)"]
 async fn list_task_definitions_paging_across_prefix_families() {
     let h = Harness::new();
     for family in ["web", "web2", "web-api"] {
@@ -1758,7 +1756,6 @@ async fn run_task_without_instances_fails_missing() {
 // record: "" when the cluster has none, and `…:container-instance/<cluster>` (not the
 // cluster's ARN) when it has only non-ACTIVE instances. ECS reports the cluster ARN.
 #[tokio::test]
-#[ignore = "BUG: RunTask MISSING failure carries an empty or container-instance ARN instead of the cluster ARN"]
 async fn run_task_missing_failure_names_the_cluster() {
     let h = Harness::new();
     let arn = h.create_cluster("empty").await;
@@ -2259,7 +2256,6 @@ async fn list_tasks_filters() {
 // RUNNING"; ECS never sets a desired status of PENDING, so the filter returns nothing
 // (see the model's documentation of ListTasksRequest.desiredStatus).
 #[tokio::test]
-#[ignore = "BUG: ListTasks desiredStatus=PENDING returns pending tasks; ECS returns none"]
 async fn list_tasks_desired_status_pending_is_empty() {
     let h = Harness::new();
     h.create_cluster("c1").await;
@@ -2676,7 +2672,6 @@ async fn tagging_unknown_resources() {
 // error for ListTagsForResource (only AccessDenied, Client, ClusterNotFound,
 // InvalidParameter, Server), so SDKs cannot map it.
 #[tokio::test]
-#[ignore = "BUG: ListTagsForResource answers ResourceNotFoundException, which the model does not declare for it"]
 async fn list_tags_for_unknown_resource_uses_a_declared_error() {
     let h = Harness::new();
     h.create_cluster("c1").await;
@@ -2987,7 +2982,6 @@ async fn capacity_providers_lifecycle() {
 // DeleteCapacityProvider (it declares AccessDenied, Client, ClusterNotFound,
 // InvalidParameter, Server, UnsupportedFeature, UpdateInProgress).
 #[tokio::test]
-#[ignore = "BUG: DeleteCapacityProvider of a provider in use answers ResourceInUseException, undeclared for that operation"]
 async fn delete_capacity_provider_in_use_uses_a_declared_error() {
     let h = Harness::new();
     h.ok(

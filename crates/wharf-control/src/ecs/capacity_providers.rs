@@ -279,8 +279,8 @@ impl EcsService {
         if clusters.iter().any(|c| {
             c.value.status == ClusterStatus::Active && c.value.capacity_providers.contains(&name)
         }) {
-            return Err(AwsError::client(
-                "ResourceInUseException",
+            // The model declares no ResourceInUseException for this operation.
+            return Err(client_error(
                 "The specified capacity provider is in use and cannot be removed.",
             ));
         }

@@ -146,7 +146,7 @@ impl EcsService {
         cx: &Cx<'_>,
         reference: Option<&str>,
     ) -> Result<Versioned<ClusterRecord>, AwsError> {
-        let name = keys::cluster_name(reference)?;
+        let name = keys::cluster_name(cx, reference)?;
         match self
             .records
             .get::<ClusterRecord>(&keys::cluster(cx.region, &name))
@@ -332,7 +332,7 @@ impl EcsService {
         let mut clusters = Vec::new();
         let mut failures = Vec::new();
         for reference in references {
-            let name = keys::cluster_name(Some(&reference))?;
+            let name = keys::cluster_name(cx, Some(&reference))?;
             match self
                 .records
                 .get::<ClusterRecord>(&keys::cluster(cx.region, &name))
@@ -340,7 +340,11 @@ impl EcsService {
             {
                 Some(record) => clusters.push(self.cluster_wire(cx, &record.value, include).await?),
                 None => failures.push(json!({
-                    "arn": cx.arn(ResourceKind::Cluster, &name),
+                    "arn": if wharf_model::arn::is_arn(&reference) {
+                        reference.clone()
+                    } else {
+                        cx.arn(ResourceKind::Cluster, &name)
+                    },
                     "reason": "MISSING",
                 })),
             }

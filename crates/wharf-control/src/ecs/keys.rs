@@ -6,7 +6,7 @@
 use wharf_aws::AwsError;
 use wharf_model::{arn, Arn, ResourceKind};
 
-use super::invalid;
+use super::{invalid, Cx};
 
 pub(crate) fn cluster(region: &str, name: &str) -> String {
     format!("ecs/{region}/cluster/{name}")
@@ -53,13 +53,18 @@ pub(crate) fn account_setting(region: &str, principal: &str, name: &str) -> Stri
 }
 
 /// The short name behind a cluster reference (a name or an ARN); `default` when the
-/// caller gave none, as ECS does.
-pub(crate) fn cluster_name(reference: Option<&str>) -> Result<String, AwsError> {
+/// caller gave none, as ECS does. An ARN of another region or account names no cluster
+/// here: it resolves to the ARN itself, which no cluster name can equal (names have no
+/// `:` or `/`), so lookups find nothing.
+pub(crate) fn cluster_name(cx: &Cx<'_>, reference: Option<&str>) -> Result<String, AwsError> {
     let reference = reference.unwrap_or("default");
     if arn::is_arn(reference) {
         let parsed = Arn::parse(reference).map_err(|e| invalid(e.to_string()))?;
         if parsed.kind != ResourceKind::Cluster {
             return Err(invalid(format!("{reference} is not a cluster ARN")));
+        }
+        if parsed.region != cx.region || parsed.account != cx.account {
+            return Ok(reference.to_owned());
         }
         Ok(parsed.resource)
     } else if reference.is_empty() {

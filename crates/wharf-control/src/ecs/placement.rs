@@ -26,6 +26,8 @@ pub(crate) struct PlacementInput<'a> {
     pub strategies: &'a [Value],
     /// StartTask: exactly these instances, one task each.
     pub only_instances: Option<&'a [String]>,
+    /// Named by `MISSING` failures, which concern the cluster rather than an instance.
+    pub cluster_arn: &'a str,
     pub seed: u64,
 }
 
@@ -165,19 +167,6 @@ pub(crate) fn place(
         return Ok(place_on_named(&snapshot, &request, only));
     }
     let plan = place_tasks(&snapshot, &request);
-    let cluster_arn = || {
-        // MISSING failures name no instance; ECS reports the cluster there.
-        instances
-            .first()
-            .map(|i| {
-                i.value
-                    .arn
-                    .rsplit_once('/')
-                    .map(|(p, _)| p.to_owned())
-                    .unwrap_or_default()
-            })
-            .unwrap_or_default()
-    };
     Ok(PlacementOutcome {
         placed: plan.placed_instance_ids().map(str::to_owned).collect(),
         failures: plan
@@ -185,7 +174,8 @@ pub(crate) fn place(
             .into_iter()
             .map(|f| {
                 (
-                    f.instance_id.unwrap_or_else(cluster_arn),
+                    f.instance_id
+                        .unwrap_or_else(|| input.cluster_arn.to_owned()),
                     f.reason.as_str().to_owned(),
                 )
             })

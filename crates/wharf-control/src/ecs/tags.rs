@@ -203,11 +203,20 @@ impl EcsService {
         cx: &Cx<'_>,
         req: ListTagsForResourceRequest,
     ) -> Result<Value, AwsError> {
-        let (key, kind) = self.tagged_key(cx, &req.resource_arn)?;
+        // ListTagsForResource declares no ResourceNotFoundException, so an unknown
+        // resource is an invalid parameter here.
+        let as_invalid = |e: AwsError| {
+            if e.code == "ResourceNotFoundException" {
+                invalid(e.message)
+            } else {
+                e
+            }
+        };
+        let (key, kind) = self.tagged_key(cx, &req.resource_arn).map_err(as_invalid)?;
         let Some(record) = self.records.get::<Value>(&key).await? else {
             return Err(match kind {
                 ResourceKind::Cluster => super::clusters::cluster_not_found(),
-                _ => not_found(),
+                _ => as_invalid(not_found()),
             });
         };
         let tags = record.value.get("tags").cloned().unwrap_or(json!([]));

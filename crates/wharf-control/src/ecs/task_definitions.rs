@@ -290,7 +290,7 @@ impl EcsService {
         }
         let (page, next) = paging::page_in_order(
             records,
-            |r| format!("{}:{:010}", r.family, r.revision),
+            |r| format!("{}\u{0}{:010}", r.family, r.revision),
             req.next_token.as_deref(),
             req.max_results,
             100,

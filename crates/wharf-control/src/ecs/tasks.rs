@@ -589,6 +589,7 @@ impl EcsService {
             constraints: &req.placement_constraints,
             strategies: &req.placement_strategy,
             only_instances: None,
+            cluster_arn: &cluster.arn,
             seed: rand::random(),
         };
         self.place_and_apply(
@@ -638,6 +639,7 @@ impl EcsService {
             constraints: &[],
             strategies: &[],
             only_instances: Some(&arns),
+            cluster_arn: &cluster.arn,
             seed: rand::random(),
         };
         self.place_and_apply(
@@ -783,10 +785,9 @@ impl EcsService {
             .filter(|t| {
                 let status_ok = match desired {
                     "STOPPED" => t.lifecycle.desired() == DesiredTaskStatus::Stopped,
-                    "PENDING" => {
-                        t.lifecycle.desired() == DesiredTaskStatus::Running
-                            && t.lifecycle.last() < TaskStatus::Running
-                    }
+                    // ECS never sets a desired status of PENDING, so asking for it
+                    // finds nothing.
+                    "PENDING" => false,
                     _ => t.lifecycle.desired() == DesiredTaskStatus::Running,
                 };
                 status_ok
