@@ -99,9 +99,15 @@ pub(crate) async fn run_api(args: ApiBenchArgs) -> anyhow::Result<()> {
         secret_access_key: "benchsecret".to_owned(),
     };
     let store = crate::server::open_store(dir.path())?;
-    let router = crate::server::api_router(store, &key, "000000000000");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let endpoint = format!("http://{}/", listener.local_addr()?);
+    let router = crate::server::api_router(
+        store,
+        &key,
+        "000000000000",
+        endpoint.trim_end_matches('/'),
+        Default::default(),
+    );
     tokio::spawn(async move { axum::serve(listener, router).await });
 
     let caller = Arc::new(Caller {

@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 mod bench;
 mod credentials;
 mod server;
+mod sim;
 
 /// Wharf: ECS and ECR on your own machines.
 #[derive(Parser)]
@@ -33,6 +34,9 @@ enum Command {
         #[arg(long, env = "WHARF_DATA_DIR")]
         data_dir: Option<PathBuf>,
     },
+    /// Hollow container instances: register through the API, keep agent channels,
+    /// and report placed tasks RUNNING (and STOPPED when told) without containers.
+    Sim(sim::SimArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -63,6 +67,10 @@ pub(crate) struct ServerArgs {
     /// A fixed root key pair `ID:SECRET` instead of a generated one.
     #[arg(long, env = "WHARF_ROOT_ACCESS_KEY")]
     root_access_key: Option<String>,
+    /// How often the agent channel sends heartbeats, in milliseconds; an agent silent
+    /// for three intervals is marked disconnected.
+    #[arg(long, env = "WHARF_AGENT_HEARTBEAT_MS", default_value_t = 10_000)]
+    agent_heartbeat_ms: u64,
 }
 
 /// `~/.local/share/wharf` unless a data directory was given.
@@ -92,6 +100,7 @@ fn main() -> anyhow::Result<()> {
             print!("{}", credentials::env_lines(&dir)?);
             Ok(())
         }
+        Command::Sim(args) => runtime.block_on(sim::run(args)),
         Command::Bench(BenchCommand::Api(args)) => runtime.block_on(bench::run_api(args)),
     }
 }

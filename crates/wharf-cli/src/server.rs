@@ -5,8 +5,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use axum::routing::get;
 use axum::Router;
-use wharf_aws::sigv4::{Credential, StaticCredentials};
+use wharf_aws::sigv4::{Credential, CredentialStore, StaticCredentials};
 use wharf_aws::AwsFront;
+use wharf_control::agent_channel::{agent_channel_router, ChannelSettings};
 use wharf_control::records::Records;
 use wharf_control::{EcsConfig, EcsService, SystemClock};
 use wharf_store::sqlite::{Durability, SqliteStore};
@@ -15,28 +16,36 @@ use wharf_store::Store;
 use crate::credentials::{self, RootKey};
 use crate::ServerArgs;
 
-/// The AWS API router over a store, accepting the root key.
-pub(crate) fn api_router(store: Arc<dyn Store>, key: &RootKey, account_id: &str) -> Router {
-    let credentials = StaticCredentials::new().with(
+/// The AWS API router over a store, accepting the root key, with the agent channel.
+pub(crate) fn api_router(
+    store: Arc<dyn Store>,
+    key: &RootKey,
+    account_id: &str,
+    endpoint: &str,
+    channel: ChannelSettings,
+) -> Router {
+    let credentials: Arc<dyn CredentialStore> = Arc::new(StaticCredentials::new().with(
         key.access_key_id.clone(),
         Credential {
             secret_access_key: key.secret_access_key.clone(),
             account_id: account_id.to_owned(),
             session_token: None,
         },
-    );
-    let ecs = EcsService::new(
+    ));
+    let ecs = Arc::new(EcsService::new(
         Records::new(store),
         Arc::new(SystemClock),
         EcsConfig {
             account_id: account_id.to_owned(),
+            endpoint: Some(endpoint.to_owned()),
         },
-    );
-    let front = AwsFront::new(Arc::new(credentials), Arc::new(chrono::Utc::now))
-        .service(Arc::new(ecs))
+    ));
+    let front = AwsFront::new(credentials.clone(), Arc::new(chrono::Utc::now))
+        .service(ecs.clone())
         .router();
     Router::new()
         .route("/_wharf/health", get(|| async { "ok\n" }))
+        .merge(agent_channel_router(ecs, credentials, channel))
         .merge(front)
 }
 
@@ -70,7 +79,11 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding the API listener to {}", args.api_addr))?;
     let endpoint = format!("http://{}", listener.local_addr()?);
     credentials::write_client_files(&data_dir, &key, &args.region, &endpoint)?;
-    let router = api_router(store, &key, &args.account_id);
+    let channel = ChannelSettings {
+        heartbeat: std::time::Duration::from_millis(args.agent_heartbeat_ms),
+        ..ChannelSettings::default()
+    };
+    let router = api_router(store, &key, &args.account_id, &endpoint, channel);
 
     println!("Wharf is up.");
     println!("  endpoint:    {endpoint}");

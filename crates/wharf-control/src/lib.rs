@@ -10,6 +10,7 @@
 //! It must not run containers (agents do) or speak HTTP itself (`wharf-aws` decodes
 //! requests and encodes responses; this crate sees typed, authenticated calls).
 
+pub mod agent_channel;
 pub mod clock;
 pub mod ecs;
 pub mod records;

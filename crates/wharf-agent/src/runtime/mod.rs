@@ -522,8 +522,11 @@ pub trait ContainerRuntime: Send + Sync + 'static {
 
     /// Pulls an image (`:latest` when the reference has no tag or digest). Fails with
     /// [`RuntimeError::ImagePull`] when the registry refuses or does not have it.
-    async fn pull_image(&self, image: &str, auth: Option<&RegistryAuth>)
-        -> Result<(), RuntimeError>;
+    async fn pull_image(
+        &self,
+        image: &str,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<(), RuntimeError>;
 
     /// Creates a container, without starting it, and returns its id. The image must be
     /// present ([`RuntimeError::NotFound`] otherwise); a name in use is a
@@ -581,10 +584,7 @@ pub fn image_reference_with_tag(image: &str) -> String {
 }
 
 /// Whether `labels` carries every `(key, value)` in `wanted`.
-pub(crate) fn labels_match(
-    labels: &BTreeMap<String, String>,
-    wanted: &[(String, String)],
-) -> bool {
+pub(crate) fn labels_match(labels: &BTreeMap<String, String>, wanted: &[(String, String)]) -> bool {
     wanted
         .iter()
         .all(|(key, value)| labels.get(key) == Some(value))

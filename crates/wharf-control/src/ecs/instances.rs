@@ -60,9 +60,12 @@ pub(crate) struct Usage {
 
 impl Usage {
     /// Sums the unstopped tasks placed on `instance_arn`.
-    pub fn of(instance_arn: &str, tasks: &[Versioned<TaskRecord>]) -> Usage {
+    pub fn of<'a>(
+        instance_arn: &str,
+        tasks: impl IntoIterator<Item = &'a Versioned<TaskRecord>>,
+    ) -> Usage {
         let mut usage = Usage::default();
-        for task in tasks.iter().map(|t| &t.value) {
+        for task in tasks.into_iter().map(|t| &t.value) {
             if task.container_instance_arn.as_deref() != Some(instance_arn)
                 || task.lifecycle.last() == TaskStatus::Stopped
             {

@@ -17,6 +17,7 @@ use crate::clock::Clock;
 use crate::records::Records;
 
 mod account_settings;
+pub mod agent_sessions;
 mod capacity_providers;
 mod clusters;
 mod instances;
@@ -27,6 +28,7 @@ mod tags;
 pub mod task_definition_rules;
 mod task_definitions;
 mod tasks;
+mod view;
 
 /// The botocore model of the ECS API, which decides the wire shapes.
 pub const ECS_MODEL_JSON: &str = include_str!("../../../../models/ecs-2014-11-13.json");
@@ -36,12 +38,16 @@ pub const ECS_MODEL_JSON: &str = include_str!("../../../../models/ecs-2014-11-13
 pub struct EcsConfig {
     /// The account id in every ARN (default `000000000000`).
     pub account_id: String,
+    /// The endpoint agents reach the control plane at, which DiscoverPollEndpoint
+    /// returns (e.g. `http://127.0.0.1:4566`).
+    pub endpoint: Option<String>,
 }
 
 impl Default for EcsConfig {
     fn default() -> Self {
         EcsConfig {
             account_id: "000000000000".to_owned(),
+            endpoint: None,
         }
     }
 }
@@ -49,6 +55,11 @@ impl Default for EcsConfig {
 /// The ECS API service.
 pub struct EcsService {
     records: Records,
+    /// The newest channel session of each instance (by ARN), so that an older session
+    /// ending does not mark a reconnected agent as disconnected.
+    sessions: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    /// Started on first use, so that building the service needs no runtime.
+    view: tokio::sync::OnceCell<Arc<view::StateView>>,
     clock: Arc<dyn Clock>,
     model: Arc<wharf_aws::model::ServiceModel>,
     config: EcsConfig,
@@ -75,10 +86,20 @@ impl EcsService {
             .expect("the bundled ECS model parses");
         EcsService {
             records,
+            sessions: Default::default(),
+            view: tokio::sync::OnceCell::new(),
             clock,
             model: Arc::new(model),
             config,
         }
+    }
+
+    /// The watch-fed view of instances and tasks.
+    pub(crate) async fn view(&self) -> Result<&Arc<view::StateView>, AwsError> {
+        self.view
+            .get_or_try_init(|| view::StateView::start(self.records.store().clone()))
+            .await
+            .map_err(crate::records::store_failure)
     }
 
     /// The ECS service model the service checks requests against.
@@ -127,6 +148,7 @@ impl EcsService {
             "StopTask" => self.stop_task(cx, parse(input)?).await,
             "DescribeTasks" => self.describe_tasks(cx, parse(input)?).await,
             "ListTasks" => self.list_tasks(cx, parse(input)?).await,
+            "DiscoverPollEndpoint" => self.discover_poll_endpoint(cx, parse(input)?).await,
             "SubmitTaskStateChange" => self.submit_task_state_change(cx, parse(input)?).await,
             "SubmitContainerStateChange" => {
                 self.submit_container_state_change(cx, parse(input)?).await

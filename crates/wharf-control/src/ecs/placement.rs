@@ -13,6 +13,7 @@ use super::instances::{InstanceRecord, Usage};
 use super::invalid;
 use super::task_definitions::TaskResourceNeeds;
 use super::tasks::TaskRecord;
+use super::view::ClusterState;
 use crate::records::Versioned;
 
 /// What one RunTask or StartTask call asks of placement.
@@ -45,11 +46,11 @@ pub(crate) fn parse_filter(text: &str) -> Result<Expression, AwsError> {
 }
 
 /// How the scheduler sees one instance.
-pub(crate) fn instance_snapshot(
+pub(crate) fn instance_snapshot<'a>(
     record: &InstanceRecord,
-    tasks: &[Versioned<TaskRecord>],
+    tasks: impl IntoIterator<Item = &'a Versioned<TaskRecord>> + Clone,
 ) -> InstanceSnapshot {
-    let usage = Usage::of(&record.arn, tasks);
+    let usage = Usage::of(&record.arn, tasks.clone());
     let registered = Resources {
         cpu: record.cpu,
         memory_mib: record.memory,
@@ -87,7 +88,7 @@ pub(crate) fn instance_snapshot(
         remaining,
         running_tasks_count: usage.running,
         tasks: tasks
-            .iter()
+            .into_iter()
             .map(|t| &t.value)
             .filter(|t| {
                 t.container_instance_arn.as_deref() == Some(record.arn.as_str())
@@ -113,12 +114,12 @@ fn wire_pairs<'a>(items: &'a [Value], field: &str) -> Vec<(&'a str, Option<&'a s
         .collect()
 }
 
-/// Plans a placement against the records read for this attempt.
+/// Plans a placement against the view of the cluster. Returns the outcome and the
+/// records (with the revisions the plan relied on) of the instances that got tasks.
 pub(crate) fn place(
-    instances: &[Versioned<InstanceRecord>],
-    tasks: &[Versioned<TaskRecord>],
+    cluster: &ClusterState,
     input: &PlacementInput<'_>,
-) -> Result<PlacementOutcome, AwsError> {
+) -> Result<(PlacementOutcome, Vec<Versioned<InstanceRecord>>), AwsError> {
     let (mut constraints, strategies) = validate_placement(
         &wire_pairs(input.constraints, "expression"),
         &wire_pairs(input.strategies, "field"),
@@ -135,13 +136,6 @@ pub(crate) fn place(
         .strip_prefix("family:")
         .unwrap_or(input.group)
         .to_owned();
-    let snapshot = ClusterSnapshot {
-        instances: instances
-            .iter()
-            .filter(|i| i.value.is_live())
-            .map(|i| instance_snapshot(&i.value, tasks))
-            .collect(),
-    };
     let request = PlacementRequest {
         count: input.count,
         group: input.group.to_owned(),
@@ -163,24 +157,37 @@ pub(crate) fn place(
         strategies,
         seed: input.seed,
     };
-    if let Some(only) = input.only_instances {
-        return Ok(place_on_named(&snapshot, &request, only));
+    let outcome = match input.only_instances {
+        Some(only) => place_on_named(&cluster.snapshot, &request, only),
+        None => {
+            let plan = place_tasks(&cluster.snapshot, &request);
+            PlacementOutcome {
+                placed: plan.placed_instance_ids().map(str::to_owned).collect(),
+                failures: plan
+                    .failures()
+                    .into_iter()
+                    .map(|f| {
+                        (
+                            // MISSING failures name no instance; ECS reports the cluster.
+                            f.instance_id
+                                .unwrap_or_else(|| input.cluster_arn.to_owned()),
+                            f.reason.as_str().to_owned(),
+                        )
+                    })
+                    .collect(),
+            }
+        }
+    };
+    let mut used: Vec<Versioned<InstanceRecord>> = Vec::new();
+    for arn in &outcome.placed {
+        if used.iter().any(|u| &u.value.arn == arn) {
+            continue;
+        }
+        if let Some(record) = cluster.instances.iter().find(|i| &i.value.arn == arn) {
+            used.push(record.clone());
+        }
     }
-    let plan = place_tasks(&snapshot, &request);
-    Ok(PlacementOutcome {
-        placed: plan.placed_instance_ids().map(str::to_owned).collect(),
-        failures: plan
-            .failures()
-            .into_iter()
-            .map(|f| {
-                (
-                    f.instance_id
-                        .unwrap_or_else(|| input.cluster_arn.to_owned()),
-                    f.reason.as_str().to_owned(),
-                )
-            })
-            .collect(),
-    })
+    Ok((outcome, used))
 }
 
 /// StartTask: one task on each named instance, each checked on its own and against

@@ -21,7 +21,7 @@ use super::placement::{self, PlacementInput};
 use super::tags::{check_tags, wire_tags, Tag, WireTag};
 use super::task_definitions::{TaskDefinitionRecord, TaskResourceNeeds};
 use super::{client_error, epoch_seconds, invalid, keys, paging, Cx, EcsService};
-use crate::records::{encode, too_much_contention, Versioned, MAX_CONFLICT_RETRIES};
+use crate::records::{encode, store_failure, too_much_contention, Versioned, MAX_CONFLICT_RETRIES};
 
 /// One container of a task, as stored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -455,13 +455,19 @@ impl EcsService {
         tags: &[Tag],
         client_token_key: Option<&str>,
     ) -> Result<Value, AwsError> {
+        let view = self.view().await?;
         for _ in 0..MAX_CONFLICT_RETRIES {
-            let instances = self
+            // The plan must see every write acknowledged before this call (an instance
+            // registered a moment ago), so the view first catches up with the store.
+            let revision = self
                 .records
-                .list::<InstanceRecord>(&keys::instances(cx.region, cluster))
-                .await?;
-            let tasks = self.cluster_tasks(cx, cluster).await?;
-            let outcome = placement::place(&instances, &tasks, &input)?;
+                .store()
+                .revision()
+                .await
+                .map_err(store_failure)?;
+            view.wait_for(revision).await;
+            let (outcome, instances) =
+                view.read_cluster(cx.region, cluster, |state| placement::place(state, &input))?;
             let mut txn = Txn::new();
             let mut new_tasks = Vec::new();
             let mut bumped: std::collections::BTreeMap<&str, InstanceRecord> = Default::default();
