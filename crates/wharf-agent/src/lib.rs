@@ -14,5 +14,10 @@
 
 #![warn(missing_docs)]
 
+pub mod config;
+pub mod engine;
 pub mod hollow;
+pub mod metadata;
+pub mod node;
+pub mod registration;
 pub mod runtime;

@@ -238,3 +238,188 @@ pub(crate) async fn run_api(args: ApiBenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(errors == 0, "{errors} calls failed");
     Ok(())
 }
+
+/// Flags of `wharf bench placement`.
+#[derive(Args, Clone)]
+pub(crate) struct PlacementBenchArgs {
+    /// Hollow container instances.
+    #[arg(long, default_value_t = 5000)]
+    instances: usize,
+    /// Tasks to place, in RunTask calls of 10.
+    #[arg(long, default_value_t = 50_000)]
+    tasks: usize,
+    /// Concurrent RunTask clients.
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    timeout_secs: u64,
+}
+
+/// The peak resident set size of a process, from `/proc/<pid>/status` (`VmHWM`), MiB.
+fn peak_rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// Runs the placement benchmark.
+pub(crate) async fn run_placement(args: PlacementBenchArgs) -> anyhow::Result<()> {
+    use std::sync::atomic::Ordering;
+    use wharf_agent::hollow::{start_fleet, HollowFleetConfig};
+    use wharf_agent_channel::client::EcsClient;
+
+    let dir = tempfile::tempdir()?;
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
+        probe.local_addr()?.port()
+    };
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let mut server = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["server", "--api-addr", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--root-access-key", "BENCHKEY:benchsecret"])
+        .env("WHARF_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the control plane")?;
+    let pid = server.id().context("control plane has no pid")?;
+    let credentials = SigningCredentials {
+        access_key_id: "BENCHKEY".to_owned(),
+        secret_access_key: "benchsecret".to_owned(),
+        session_token: None,
+    };
+    let client = EcsClient::new(&endpoint, "us-east-1", credentials);
+    let ready = Instant::now();
+    loop {
+        match client.call("ListClusters", &json!({})).await {
+            Ok(_) => break,
+            Err(_) if ready.elapsed() < Duration::from_secs(20) => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => anyhow::bail!("control plane did not come up: {e}"),
+        }
+    }
+    client
+        .call("CreateCluster", &json!({"clusterName": "bench"}))
+        .await?;
+    client
+        .call(
+            "RegisterTaskDefinition",
+            &json!({"family": "hollow", "containerDefinitions": [
+                {"name": "app", "image": "busybox", "cpu": 10, "memory": 32}]}),
+        )
+        .await?;
+
+    println!(
+        "wharf bench placement: {} hollow instances, {} tasks in RunTask calls of 10 from {} clients",
+        args.instances, args.tasks, args.clients
+    );
+    let registering = Instant::now();
+    let fleet = start_fleet(
+        client.clone(),
+        HollowFleetConfig {
+            cluster: "bench".to_owned(),
+            instances: args.instances,
+            zones: vec![
+                "us-east-1a".into(),
+                "us-east-1b".into(),
+                "us-east-1c".into(),
+            ],
+            attributes: Vec::new(),
+            cpu: 4096,
+            memory: 16384,
+            heartbeat: Duration::from_secs(30),
+            id_prefix: "bench".to_owned(),
+        },
+    );
+    let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
+    while (fleet.stats.connected.load(Ordering::Relaxed) as usize) < args.instances {
+        anyhow::ensure!(Instant::now() < deadline, "instances did not all connect");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "registered and connected {} instances in {:.1} s",
+        args.instances,
+        registering.elapsed().as_secs_f64()
+    );
+
+    let calls = args.tasks.div_ceil(10);
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..args.clients {
+        let client = client.clone();
+        let next = next.clone();
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut placed = 0usize;
+            let mut failures = 0usize;
+            while next.fetch_add(1, Ordering::Relaxed) < calls {
+                let begin = Instant::now();
+                let answer = client
+                    .call(
+                        "RunTask",
+                        &json!({"cluster": "bench", "taskDefinition": "hollow", "count": 10,
+                                "placementStrategy": [
+                                    {"type": "spread", "field": "attribute:ecs.availability-zone"},
+                                    {"type": "binpack", "field": "memory"}]}),
+                    )
+                    .await;
+                latencies.push(begin.elapsed());
+                match answer {
+                    Ok(answer) => {
+                        placed += answer["tasks"].as_array().map_or(0, Vec::len);
+                        failures += answer["failures"].as_array().map_or(0, Vec::len);
+                    }
+                    Err(e) => {
+                        failures += 10;
+                        eprintln!("RunTask failed: {e}");
+                    }
+                }
+            }
+            (latencies, placed, failures)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut placed = 0;
+    let mut failures = 0;
+    for worker in workers {
+        let (l, p, f) = worker.await?;
+        latencies.extend(l);
+        placed += p;
+        failures += f;
+    }
+    let placing = started.elapsed();
+    while (fleet.stats.running_reported.load(Ordering::Relaxed) as usize) < placed {
+        anyhow::ensure!(Instant::now() < deadline, "tasks did not all reach RUNNING");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let running = started.elapsed();
+    latencies.sort();
+    println!(
+        "placed {placed} tasks ({failures} failures) in {:.1} s: {:.0} placements/s; RunTask of 10 p50 {:.1} ms p99 {:.1} ms",
+        placing.as_secs_f64(),
+        placed as f64 / placing.as_secs_f64(),
+        percentile(&latencies, 0.5).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+    );
+    println!(
+        "all {placed} RUNNING (reported by the hollow agents over the channel) after {:.1} s: {:.0} tasks/s sustained",
+        running.as_secs_f64(),
+        placed as f64 / running.as_secs_f64()
+    );
+    if let Some(rss) = peak_rss_mib(pid) {
+        println!("control plane peak RSS: {rss:.0} MiB");
+    }
+    fleet.stop().await;
+    let _ = server.kill().await;
+    anyhow::ensure!(
+        placed == args.tasks.min(calls * 10),
+        "only {placed} tasks placed"
+    );
+    Ok(())
+}

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+mod agent;
 mod bench;
 mod credentials;
 mod server;
@@ -24,10 +25,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Everything in one process: today the AWS API listener and its embedded state.
-    Up(ServerArgs),
+    /// Everything in one process: the AWS API listener with its embedded state, and a
+    /// local agent on the local Docker engine.
+    Up(UpArgs),
     /// The control plane alone (the AWS API listener and its state).
     Server(ServerArgs),
+    /// The node agent: registers this machine and runs the tasks placed on it on the
+    /// local Docker engine. Configured like the ECS agent (ECS_* keys).
+    Agent(agent::AgentArgs),
     /// Print `export` lines that point the AWS CLI and SDKs at a running Wharf.
     Env {
         /// The data directory of the Wharf to point at.
@@ -47,6 +52,20 @@ enum BenchCommand {
     /// Signed ECS API calls on loopback against an in-process server with durable
     /// state: calls/s and latency percentiles for reads and writes.
     Api(bench::ApiBenchArgs),
+    /// Placement at scale: a control plane in its own process, hollow instances, and
+    /// RunTask calls of 10 from many clients until every task runs; tasks/s and the
+    /// control plane's peak RSS.
+    Placement(bench::PlacementBenchArgs),
+}
+
+/// Flags of `up`.
+#[derive(Args, Clone)]
+pub(crate) struct UpArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Do not run the local agent.
+    #[arg(long, env = "WHARF_NO_AGENT")]
+    no_agent: bool,
 }
 
 /// Flags shared by `up` and `server`.
@@ -94,13 +113,18 @@ fn main() -> anyhow::Result<()> {
         .init();
     let runtime = tokio::runtime::Runtime::new()?;
     match cli.command {
-        Command::Up(args) | Command::Server(args) => runtime.block_on(server::run(args)),
+        Command::Up(args) => runtime.block_on(server::run(args.server, !args.no_agent)),
+        Command::Server(args) => runtime.block_on(server::run(args, false)),
         Command::Env { data_dir } => {
             let dir = data_dir_or_default(data_dir)?;
             print!("{}", credentials::env_lines(&dir)?);
             Ok(())
         }
+        Command::Agent(args) => runtime.block_on(agent::run(args)),
         Command::Sim(args) => runtime.block_on(sim::run(args)),
         Command::Bench(BenchCommand::Api(args)) => runtime.block_on(bench::run_api(args)),
+        Command::Bench(BenchCommand::Placement(args)) => {
+            runtime.block_on(bench::run_placement(args))
+        }
     }
 }

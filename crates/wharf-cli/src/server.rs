@@ -57,7 +57,7 @@ pub(crate) fn open_store(data_dir: &std::path::Path) -> anyhow::Result<Arc<dyn S
     Ok(Arc::new(store))
 }
 
-async fn shutdown_signal() {
+async fn shutdown_signal(stop: tokio::sync::watch::Sender<bool>) {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("installing a SIGTERM handler");
     tokio::select! {
@@ -65,10 +65,11 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
     }
     tracing::info!("shutting down");
+    let _ = stop.send(true);
 }
 
-/// `wharf up` and `wharf server`.
-pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
+/// `wharf up` (with the local agent) and `wharf server`.
+pub(crate) async fn run(args: ServerArgs, with_agent: bool) -> anyhow::Result<()> {
     let data_dir = crate::data_dir_or_default(args.data_dir)?;
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
@@ -103,8 +104,26 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
         data_dir.display()
     );
 
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    tokio::spawn(shutdown_signal(stop));
+    let mut stopping = shutdown.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = stopping.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    let agent = if with_agent {
+        crate::agent::start_local(&data_dir, &endpoint, &args.region, &key, shutdown.clone())
+            .await?
+    } else {
+        None
+    };
+    server.await??;
+    if let Some(agent) = agent {
+        // The agent leaves its containers running; a restarted agent adopts them.
+        let _ = agent.await;
+    }
     Ok(())
 }

@@ -145,10 +145,15 @@ async fn session(state: ChannelState, target: ChannelTarget, mut socket: WebSock
     let deadline = state.settings.heartbeat * state.settings.missed_heartbeats;
     // The first payload carries every live task, so a reconnected agent reconciles.
     let mut push_now = true;
+    let mut full = true;
     loop {
         if push_now {
             push_now = false;
-            match ecs.next_payload(&target, &mut pushed).await {
+            let payload = ecs.next_payload(&target, &mut pushed, full).await;
+            if payload.is_ok() {
+                full = false;
+            }
+            match payload {
                 Ok(Some(payload)) => {
                     if !send(&mut socket, &ChannelMessage::PayloadMessage(payload)).await {
                         break;

@@ -72,6 +72,34 @@ impl DockerRuntime {
     pub fn client(&self) -> &Docker {
         &self.docker
     }
+
+    /// The gateway address of Docker's default `bridge` network: where containers on
+    /// it reach the host (the agent's task metadata endpoint listens there).
+    pub async fn bridge_gateway(&self) -> Option<std::net::IpAddr> {
+        let network = self.docker.inspect_network("bridge", None).await.ok()?;
+        network.ipam?.config?.into_iter().find_map(|config| {
+            if let Some(gateway) = config.gateway.and_then(|g| g.parse().ok()) {
+                return Some(gateway);
+            }
+            // Older engines leave the gateway out; Docker then gives the bridge the
+            // first address of the subnet.
+            first_host(config.subnet.as_deref()?)
+        })
+    }
+}
+
+/// The first host address of an IPv4 subnet such as `172.17.0.0/16`.
+fn first_host(subnet: &str) -> Option<std::net::IpAddr> {
+    let (network, prefix) = subnet.split_once('/')?;
+    let network: std::net::Ipv4Addr = network.parse().ok()?;
+    let prefix: u32 = prefix.parse().ok().filter(|p| *p <= 30)?;
+    let mask = if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - prefix)
+    };
+    let first = (u32::from(network) & mask) + 1;
+    Some(std::net::IpAddr::V4(first.into()))
 }
 
 fn unavailable(error: BollardError) -> RuntimeError {
@@ -700,6 +728,22 @@ fn container_stats(sample: ContainerStatsResponse) -> ContainerStats {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_first_host_of_a_subnet_is_the_bridge_gateway() {
+        assert_eq!(
+            super::first_host("172.17.0.0/16"),
+            Some("172.17.0.1".parse().unwrap())
+        );
+        assert_eq!(
+            super::first_host("10.1.2.128/25"),
+            Some("10.1.2.129".parse().unwrap())
+        );
+        assert_eq!(super::first_host("fd00::/64"), None);
+        assert_eq!(super::first_host("10.0.0.0/31"), None);
+        assert_eq!(super::first_host("garbage"), None);
+    }
+
     use super::*;
     use crate::runtime::{BindMount, HealthCheckSpec, HostEntry, NetworkMode, PortBinding, Ulimit};
 

@@ -142,10 +142,13 @@ impl EcsService {
 
     /// The tasks of the instance whose desired status the agent has not been told yet
     /// (all live ones on a fresh session), as a payload; `None` when there is nothing new.
+    /// A `full` payload is sent even when empty: it tells a reconnected agent the whole
+    /// truth, so that it can stop what the control plane no longer knows of.
     pub async fn next_payload(
         &self,
         target: &ChannelTarget,
         pushed: &mut PushedTasks,
+        full: bool,
     ) -> Result<Option<Payload>, AwsError> {
         let view = self.view().await?;
         let revision = self
@@ -167,7 +170,7 @@ impl EcsService {
                     .map(|t| t.value.clone())
                     .collect()
             });
-        if changed.is_empty() {
+        if changed.is_empty() && !full {
             return Ok(None);
         }
         let mut tasks = Vec::with_capacity(changed.len());

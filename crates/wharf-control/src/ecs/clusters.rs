@@ -6,9 +6,7 @@ use serde_json::{json, Value};
 use wharf_aws::AwsError;
 use wharf_model::{names, ClusterStatus, ContainerInstanceStatus, ResourceKind, TaskStatus};
 
-use super::instances::InstanceRecord;
 use super::tags::{check_tags, wire_tags, Tag, WireTag};
-use super::tasks::TaskRecord;
 use super::{invalid, keys, paging, Cx, EcsService};
 use crate::records::{too_much_contention, Versioned, MAX_CONFLICT_RETRIES};
 
@@ -158,35 +156,31 @@ impl EcsService {
     }
 
     async fn cluster_counts(&self, cx: &Cx<'_>, name: &str) -> Result<ClusterCounts, AwsError> {
-        let instances = self
-            .records
-            .list::<InstanceRecord>(&keys::instances(cx.region, name))
-            .await?;
-        let tasks = self
-            .records
-            .list::<TaskRecord>(&keys::tasks(cx.region, name))
-            .await?;
-        let mut counts = ClusterCounts {
-            registered_instances: instances
-                .iter()
-                .filter(|i| {
-                    matches!(
-                        i.value.status,
-                        ContainerInstanceStatus::Active | ContainerInstanceStatus::Draining
-                    )
-                })
-                .count() as i64,
-            ..Default::default()
-        };
-        for task in &tasks {
-            match task.value.lifecycle.last() {
-                TaskStatus::Running => counts.running += 1,
-                TaskStatus::Stopped => {}
-                s if s < TaskStatus::Running => counts.pending += 1,
-                _ => {}
+        let view = self.fresh_view().await?;
+        Ok(view.read_cluster(cx.region, name, |state| {
+            let mut counts = ClusterCounts {
+                registered_instances: state
+                    .instances
+                    .iter()
+                    .filter(|i| {
+                        matches!(
+                            i.value.status,
+                            ContainerInstanceStatus::Active | ContainerInstanceStatus::Draining
+                        )
+                    })
+                    .count() as i64,
+                ..Default::default()
+            };
+            for task in state.tasks.values() {
+                match task.value.lifecycle.last() {
+                    TaskStatus::Running => counts.running += 1,
+                    TaskStatus::Stopped => {}
+                    s if s < TaskStatus::Running => counts.pending += 1,
+                    _ => {}
+                }
             }
-        }
-        Ok(counts)
+            counts
+        }))
     }
 
     async fn cluster_wire(

@@ -438,8 +438,7 @@ impl EcsService {
         if !self.records.put_if(&key, &record, expected).await? {
             return Err(too_much_contention());
         }
-        let tasks = self.cluster_tasks(cx, &cluster.name).await?;
-        let usage = Usage::of(&record.arn, &tasks);
+        let usage = self.instance_usage(cx, &cluster.name, &record.arn).await?;
         Ok(json!({"containerInstance": record.to_wire(&usage, true)}))
     }
 
@@ -456,8 +455,9 @@ impl EcsService {
             else {
                 return Err(invalid("The referenced container instance was not found."));
             };
-            let tasks = self.cluster_tasks(cx, &cluster.name).await?;
-            let usage = Usage::of(&current.value.arn, &tasks);
+            let usage = self
+                .instance_usage(cx, &cluster.name, &current.value.arn)
+                .await?;
             if usage.running + usage.pending > 0 && !req.force.unwrap_or(false) {
                 return Err(invalid(
                     "Found running tasks on the instance. Use the force parameter to deregister the instance anyway.",
@@ -488,13 +488,14 @@ impl EcsService {
         }
         let cluster = self.active_cluster(cx, req.cluster.as_deref()).await?.value;
         let with_tags = req.include.iter().any(|i| i == "TAGS");
-        let tasks = self.cluster_tasks(cx, &cluster.name).await?;
         let mut found = Vec::new();
         let mut failures = Vec::new();
         for reference in &req.container_instances {
             match self.find_instance(cx, &cluster.name, reference).await {
                 Ok(Some(instance)) => {
-                    let usage = Usage::of(&instance.value.arn, &tasks);
+                    let usage = self
+                        .instance_usage(cx, &cluster.name, &instance.value.arn)
+                        .await?;
                     found.push(instance.value.to_wire(&usage, with_tags));
                 }
                 Ok(None) | Err(_) => failures.push(json!({
@@ -534,7 +535,7 @@ impl EcsService {
             .records
             .list::<InstanceRecord>(&keys::instances(cx.region, &cluster.name))
             .await?;
-        let tasks = self.cluster_tasks(cx, &cluster.name).await?;
+        let view = self.fresh_view().await?;
         let mut arns = Vec::new();
         for instance in &instances {
             let record = &instance.value;
@@ -547,8 +548,13 @@ impl EcsService {
                 continue;
             }
             if let Some(filter) = &filter {
-                let snapshot = super::placement::instance_snapshot(record, &tasks);
-                if !filter.matches(&snapshot) {
+                let matches = view.read_cluster(cx.region, &cluster.name, |state| {
+                    filter.matches(&super::placement::instance_snapshot(
+                        record,
+                        state.tasks_on(&record.arn),
+                    ))
+                });
+                if !matches {
                     continue;
                 }
             }
@@ -602,8 +608,8 @@ impl EcsService {
                         continue;
                     }
                 }
-                let tasks = self.cluster_tasks(cx, &cluster.name).await?;
-                updated.push(record.to_wire(&Usage::of(&record.arn, &tasks), false));
+                let usage = self.instance_usage(cx, &cluster.name, &record.arn).await?;
+                updated.push(record.to_wire(&usage, false));
                 continue 'refs;
             }
             return Err(too_much_contention());

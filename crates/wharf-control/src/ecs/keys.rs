@@ -36,9 +36,6 @@ pub(crate) fn instances(region: &str, cluster: &str) -> String {
 pub(crate) fn task(region: &str, cluster: &str, id: &str) -> String {
     format!("ecs/{region}/task/{cluster}/{id}")
 }
-pub(crate) fn tasks(region: &str, cluster: &str) -> String {
-    format!("ecs/{region}/task/{cluster}/")
-}
 pub(crate) fn client_token(region: &str, cluster: &str, token: &str) -> String {
     format!("ecs/{region}/client-token/{cluster}/{token}")
 }

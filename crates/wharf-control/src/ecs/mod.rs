@@ -102,6 +102,19 @@ impl EcsService {
             .map_err(crate::records::store_failure)
     }
 
+    /// The view, caught up with every write acknowledged before this call.
+    pub(crate) async fn fresh_view(&self) -> Result<&Arc<view::StateView>, AwsError> {
+        let view = self.view().await?;
+        let revision = self
+            .records
+            .store()
+            .revision()
+            .await
+            .map_err(crate::records::store_failure)?;
+        view.wait_for(revision).await;
+        Ok(view)
+    }
+
     /// The ECS service model the service checks requests against.
     pub fn model(&self) -> &Arc<wharf_aws::model::ServiceModel> {
         &self.model

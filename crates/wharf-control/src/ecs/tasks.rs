@@ -16,7 +16,7 @@ use wharf_model::{
 };
 use wharf_store::Txn;
 
-use super::instances::InstanceRecord;
+use super::instances::{InstanceRecord, Usage};
 use super::placement::{self, PlacementInput};
 use super::tags::{check_tags, wire_tags, Tag, WireTag};
 use super::task_definitions::{TaskDefinitionRecord, TaskResourceNeeds};
@@ -303,13 +303,18 @@ fn needs_with_overrides(
 }
 
 impl EcsService {
-    /// Every task of a cluster, stopped ones included.
-    pub(crate) async fn cluster_tasks(
+    /// What the unstopped tasks on one instance use, from the view caught up with
+    /// the store.
+    pub(crate) async fn instance_usage(
         &self,
         cx: &Cx<'_>,
         cluster: &str,
-    ) -> Result<Vec<Versioned<TaskRecord>>, AwsError> {
-        self.records.list(&keys::tasks(cx.region, cluster)).await
+        instance_arn: &str,
+    ) -> Result<Usage, AwsError> {
+        let view = self.fresh_view().await?;
+        Ok(view.read_cluster(cx.region, cluster, |state| {
+            Usage::of(instance_arn, state.tasks_on(instance_arn))
+        }))
     }
 
     pub(crate) async fn has_unstopped_tasks(
@@ -317,11 +322,13 @@ impl EcsService {
         cx: &Cx<'_>,
         cluster: &str,
     ) -> Result<bool, AwsError> {
-        Ok(self
-            .cluster_tasks(cx, cluster)
-            .await?
-            .iter()
-            .any(|t| t.value.lifecycle.last() != TaskStatus::Stopped))
+        let view = self.fresh_view().await?;
+        Ok(view.read_cluster(cx.region, cluster, |state| {
+            state
+                .tasks
+                .values()
+                .any(|t| t.value.lifecycle.last() != TaskStatus::Stopped)
+        }))
     }
 
     /// The ACTIVE task definition a new task is started from.
@@ -784,32 +791,36 @@ impl EcsService {
             return Err(invalid(format!("Invalid desiredStatus: {desired}")));
         }
         let service_group = req.service_name.as_ref().map(|s| format!("service:{s}"));
-        let tasks = self.cluster_tasks(cx, &cluster.name).await?;
-        let arns: Vec<String> = tasks
-            .into_iter()
-            .map(|t| t.value)
-            .filter(|t| {
-                let status_ok = match desired {
-                    "STOPPED" => t.lifecycle.desired() == DesiredTaskStatus::Stopped,
-                    // ECS never sets a desired status of PENDING, so asking for it
-                    // finds nothing.
-                    "PENDING" => false,
-                    _ => t.lifecycle.desired() == DesiredTaskStatus::Running,
-                };
-                status_ok
-                    && req.family.as_ref().is_none_or(|f| *f == t.family)
-                    && req
-                        .started_by
-                        .as_ref()
-                        .is_none_or(|s| Some(s) == t.started_by.as_ref())
-                    && req.launch_type.as_ref().is_none_or(|l| *l == t.launch_type)
-                    && instance_arn
-                        .as_ref()
-                        .is_none_or(|a| Some(a) == t.container_instance_arn.as_ref())
-                    && service_group.as_ref().is_none_or(|g| *g == t.group)
-            })
-            .map(|t| t.arn)
-            .collect();
+        let view = self.fresh_view().await?;
+        let mut arns: Vec<String> = view.read_cluster(cx.region, &cluster.name, |state| {
+            state
+                .tasks
+                .values()
+                .map(|t| &t.value)
+                .filter(|t| {
+                    let status_ok = match desired {
+                        "STOPPED" => t.lifecycle.desired() == DesiredTaskStatus::Stopped,
+                        // ECS never sets a desired status of PENDING, so asking for it
+                        // finds nothing.
+                        "PENDING" => false,
+                        _ => t.lifecycle.desired() == DesiredTaskStatus::Running,
+                    };
+                    status_ok
+                        && req.family.as_ref().is_none_or(|f| *f == t.family)
+                        && req
+                            .started_by
+                            .as_ref()
+                            .is_none_or(|s| Some(s) == t.started_by.as_ref())
+                        && req.launch_type.as_ref().is_none_or(|l| *l == t.launch_type)
+                        && instance_arn
+                            .as_ref()
+                            .is_none_or(|a| Some(a) == t.container_instance_arn.as_ref())
+                        && service_group.as_ref().is_none_or(|g| *g == t.group)
+                })
+                .map(|t| t.arn.clone())
+                .collect()
+        });
+        arns.sort();
         let (arns, next) = paging::page(
             arns,
             String::clone,

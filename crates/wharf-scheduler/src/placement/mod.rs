@@ -13,7 +13,7 @@
 mod input;
 mod seeded_rng;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use crate::query::{Expression, QueryTarget};
@@ -211,17 +211,20 @@ impl PlacementPlan {
     /// Every failure of the unplaced tasks, deduplicated by (instance, reason) and in
     /// first-seen order, as RunTask reports them.
     pub fn failures(&self) -> Vec<PlacementFailure> {
-        let mut seen = Vec::new();
+        // Every unplaced task may carry a failure per instance, so duplicates are
+        // found by hashing rather than by scanning what was kept.
+        let mut seen = HashSet::new();
+        let mut kept = Vec::new();
         for task in &self.tasks {
             if let TaskPlacement::Unplaced { failures } = task {
                 for failure in failures {
-                    if !seen.contains(failure) {
-                        seen.push(failure.clone());
+                    if seen.insert((failure.instance_id.as_deref(), failure.reason)) {
+                        kept.push(failure.clone());
                     }
                 }
             }
         }
-        seen
+        kept
     }
 }
 
@@ -259,42 +262,100 @@ pub fn place_tasks(snapshot: &ClusterSnapshot, request: &PlacementRequest) -> Pl
         };
     }
 
-    // What cannot change while placing (agent, attributes, memberOf expressions that
-    // do not look at tasks) is worked out once per instance.
-    let static_rejections: Vec<Option<FailureReason>> = active
-        .iter()
-        .map(|instance| static_rejection(instance, request))
-        .collect();
-    let mut working: Vec<WorkingInstance<'_>> = active
-        .iter()
-        .map(|instance| WorkingInstance::new(instance, &request.group))
-        .collect();
-    let mut spreads = SpreadBuckets::new(&active, request);
-
     let strategies: &[PlacementStrategy] = if request.strategies.is_empty() {
         &[PlacementStrategy::Random]
     } else {
         &request.strategies
     };
 
-    let mut tasks = Vec::with_capacity(request.count);
-    let mut candidates = Vec::with_capacity(active.len());
-    for _ in 0..request.count {
-        candidates.clear();
-        let mut failures = Vec::new();
-        for (index, instance) in working.iter().enumerate() {
-            match static_rejections[index].or_else(|| instance.dynamic_rejection(request)) {
-                None => candidates.push(index),
-                Some(reason) => failures.push(PlacementFailure {
-                    instance_id: Some(instance.base.id.clone()),
-                    reason,
-                }),
+    // What cannot change while placing (agent, attributes, memberOf expressions that
+    // do not look at tasks) is worked out once per instance.
+    let static_member_of: Vec<&Expression> = request
+        .constraints
+        .iter()
+        .filter_map(|constraint| match constraint {
+            PlacementConstraint::MemberOf(expression) if !expression.depends_on_tasks() => {
+                Some(expression)
             }
+            _ => None,
+        })
+        .collect();
+    let static_rejections: Vec<Option<FailureReason>> = active
+        .iter()
+        .map(|instance| static_rejection_with(instance, request, &static_member_of))
+        .collect();
+
+    // Counting the group's tasks reads every task on every instance, by far the
+    // largest part of the snapshot, so it is done only where something looks at the
+    // count: attribute spread needs it on every active instance (its buckets total
+    // them), instance spread and distinctInstance only on the instances that can take
+    // a task at all.
+    let counts_everywhere = strategies.iter().any(|strategy| {
+        matches!(
+            strategy,
+            PlacementStrategy::Spread(SpreadField::Attribute(_))
+        )
+    });
+    let counts_on_eligible = counts_everywhere
+        || strategies
+            .iter()
+            .any(|strategy| matches!(strategy, PlacementStrategy::Spread(SpreadField::InstanceId)))
+        || request
+            .constraints
+            .iter()
+            .any(|constraint| matches!(constraint, PlacementConstraint::DistinctInstance));
+    let group = GroupName::new(&request.group);
+    let mut working: Vec<WorkingInstance<'_>> = active
+        .iter()
+        .zip(&static_rejections)
+        .map(|(instance, rejection)| {
+            let count = counts_everywhere || (counts_on_eligible && rejection.is_none());
+            let existing = if count {
+                group.count_in(&instance.tasks)
+            } else {
+                0
+            };
+            WorkingInstance::with_group_tasks(instance, &request.group, existing)
+        })
+        .collect();
+    let mut spreads = SpreadBuckets::new(&active, &working, strategies);
+
+    // The instances that can take the next task, in snapshot order. Placing a task
+    // changes what only the chosen instance can take (its resources, ports, group
+    // tasks and running count; `memberOf` looks at one instance at a time), so only
+    // that instance is checked again after each task.
+    let mut fitting: Vec<usize> = static_rejections
+        .iter()
+        .enumerate()
+        .filter(|&(index, rejection)| {
+            rejection.is_none() && working[index].dynamic_rejection(request).is_none()
+        })
+        .map(|(index, _)| index)
+        .collect();
+
+    let mut tasks = Vec::with_capacity(request.count);
+    let mut candidates = Vec::with_capacity(fitting.len());
+    while tasks.len() < request.count {
+        if fitting.is_empty() {
+            // Every instance refuses; say why, in snapshot order. Nothing changes
+            // until a task is placed, so every task left fails the same way.
+            let failures: Vec<PlacementFailure> = working
+                .iter()
+                .zip(&static_rejections)
+                .filter_map(|(instance, rejection)| {
+                    let reason = rejection.or_else(|| instance.dynamic_rejection(request))?;
+                    Some(PlacementFailure {
+                        instance_id: Some(instance.base.id.clone()),
+                        reason,
+                    })
+                })
+                .collect();
+            let unplaced = TaskPlacement::Unplaced { failures };
+            tasks.resize(request.count, unplaced);
+            break;
         }
-        if candidates.is_empty() {
-            tasks.push(TaskPlacement::Unplaced { failures });
-            continue;
-        }
+        candidates.clear();
+        candidates.extend_from_slice(&fitting);
         for strategy in strategies {
             if candidates.len() == 1 {
                 break;
@@ -304,6 +365,9 @@ pub fn place_tasks(snapshot: &ClusterSnapshot, request: &PlacementRequest) -> Pl
         let chosen = candidates[rng.below(candidates.len())];
         working[chosen].charge(request);
         spreads.record(chosen);
+        if working[chosen].dynamic_rejection(request).is_some() {
+            fitting.retain(|&index| index != chosen);
+        }
         tasks.push(TaskPlacement::Placed {
             instance_id: working[chosen].base.id.clone(),
         });
@@ -359,6 +423,26 @@ fn static_rejection(
     instance: &InstanceSnapshot,
     request: &PlacementRequest,
 ) -> Option<FailureReason> {
+    let static_member_of: Vec<&Expression> = request
+        .constraints
+        .iter()
+        .filter_map(|constraint| match constraint {
+            PlacementConstraint::MemberOf(expression) if !expression.depends_on_tasks() => {
+                Some(expression)
+            }
+            _ => None,
+        })
+        .collect();
+    static_rejection_with(instance, request, &static_member_of)
+}
+
+/// [`static_rejection`] with the request's task-independent `memberOf` expressions
+/// picked out already.
+fn static_rejection_with(
+    instance: &InstanceSnapshot,
+    request: &PlacementRequest,
+    static_member_of: &[&Expression],
+) -> Option<FailureReason> {
     if !instance.agent_connected {
         return Some(FailureReason::Agent);
     }
@@ -369,16 +453,71 @@ fn static_rejection(
     if !request.requires_attributes.iter().all(has_required) {
         return Some(FailureReason::Attribute);
     }
-    let unsatisfied = request
-        .constraints
+    let unsatisfied = static_member_of
         .iter()
-        .any(|constraint| match constraint {
-            PlacementConstraint::MemberOf(expression) if !expression.depends_on_tasks() => {
-                !expression.matches(instance)
-            }
-            _ => false,
-        });
+        .any(|expression| !expression.matches(instance));
     unsatisfied.then_some(FailureReason::MemberOfUnsatisfied)
+}
+
+/// A task group name, compared against many tasks' groups quickly: most groups of a
+/// cluster share a prefix (`service:`, `family:`) and often a length, so the last
+/// eight bytes are compared first, without a call into `memcmp`.
+struct GroupName<'a> {
+    bytes: &'a [u8],
+    tail: Option<u64>,
+}
+
+impl<'a> GroupName<'a> {
+    fn new(group: &'a str) -> Self {
+        let bytes = group.as_bytes();
+        Self {
+            bytes,
+            tail: last_eight(bytes),
+        }
+    }
+
+    fn matches(&self, other: &str) -> bool {
+        let other = other.as_bytes();
+        if other.len() != self.bytes.len() {
+            return false;
+        }
+        match self.tail {
+            Some(tail) if last_eight(other) != Some(tail) => false,
+            _ => other == self.bytes,
+        }
+    }
+
+    /// How many of `tasks` are in this group.
+    fn count_in(&self, tasks: &[crate::snapshot::TaskOnInstance]) -> usize {
+        let Some(tail) = self.tail else {
+            return tasks
+                .iter()
+                .filter(|task| self.matches(&task.group))
+                .count();
+        };
+        // Reading the tail of every group of the right length waits on memory far
+        // from the task list; choosing what to read without a branch (a group of
+        // another length reads our own, which is cached and then fails the length
+        // test) lets the processor have many of those reads in flight at once.
+        let len = self.bytes.len();
+        tasks
+            .iter()
+            .filter(|task| {
+                let other = task.group.as_bytes();
+                let same_len = other.len() == len;
+                let read = if same_len { other } else { self.bytes };
+                let same_tail = last_eight(read) == Some(tail);
+                same_len & same_tail && other == self.bytes
+            })
+            .count()
+    }
+}
+
+/// The last eight bytes as one word, for strings that have eight.
+fn last_eight(bytes: &[u8]) -> Option<u64> {
+    let start = bytes.len().checked_sub(8)?;
+    let word: [u8; 8] = bytes[start..].try_into().ok()?;
+    Some(u64::from_ne_bytes(word))
 }
 
 /// An instance plus what this plan has put on it so far.
@@ -393,12 +532,22 @@ struct WorkingInstance<'a> {
 
 impl<'a> WorkingInstance<'a> {
     fn new(base: &'a InstanceSnapshot, group: &'a str) -> Self {
+        Self::with_group_tasks(base, group, GroupName::new(group).count_in(&base.tasks))
+    }
+
+    /// With the count of the group's tasks already on the instance worked out (or 0
+    /// when nothing will look at it).
+    fn with_group_tasks(
+        base: &'a InstanceSnapshot,
+        group: &'a str,
+        existing_group_tasks: usize,
+    ) -> Self {
         Self {
             base,
             group,
             cpu_left: base.remaining.cpu,
             memory_left: base.remaining.memory_mib,
-            existing_group_tasks: base.group_task_count(group),
+            existing_group_tasks,
             planned_tasks: 0,
         }
     }
@@ -505,26 +654,30 @@ impl AttributeBuckets {
 }
 
 impl SpreadBuckets {
-    fn new(active: &[&InstanceSnapshot], request: &PlacementRequest) -> Self {
+    /// `working[i]` is `active[i]` with its group tasks counted.
+    fn new(
+        active: &[&InstanceSnapshot],
+        working: &[WorkingInstance<'_>],
+        strategies: &[PlacementStrategy],
+    ) -> Self {
         let mut by_attribute = HashMap::new();
-        for strategy in &request.strategies {
+        for strategy in strategies {
             let PlacementStrategy::Spread(SpreadField::Attribute(name)) = strategy else {
                 continue;
             };
             if by_attribute.contains_key(name) {
                 continue;
             }
-            let mut bucket_ids: HashMap<Option<&str>, usize> = HashMap::new();
+            let mut bucket_ids = BucketIds::default();
             let mut bucket_of_instance = Vec::with_capacity(active.len());
             let mut group_tasks_in_bucket = Vec::new();
-            for instance in active {
+            for (instance, counted) in active.iter().zip(working) {
                 let value = instance.attribute(name).flatten();
-                let next_id = bucket_ids.len();
-                let bucket = *bucket_ids.entry(value).or_insert(next_id);
+                let bucket = bucket_ids.id_of(value);
                 if bucket == group_tasks_in_bucket.len() {
                     group_tasks_in_bucket.push(0);
                 }
-                group_tasks_in_bucket[bucket] += instance.group_task_count(&request.group);
+                group_tasks_in_bucket[bucket] += counted.existing_group_tasks;
                 bucket_of_instance.push(bucket);
             }
             by_attribute.insert(
@@ -542,5 +695,30 @@ impl SpreadBuckets {
         for buckets in self.by_attribute.values_mut() {
             buckets.group_tasks_in_bucket[buckets.bucket_of_instance[instance]] += 1;
         }
+    }
+}
+
+/// Numbers attribute values in first-seen order. Spread attributes usually have a
+/// handful of values (zones, instance types), found faster by a scan than by hashing;
+/// past a few dozen values a map takes over.
+#[derive(Default)]
+struct BucketIds<'a> {
+    few: Vec<Option<&'a str>>,
+    many: HashMap<Option<&'a str>, usize>,
+}
+
+impl<'a> BucketIds<'a> {
+    const SCAN_LIMIT: usize = 32;
+
+    fn id_of(&mut self, value: Option<&'a str>) -> usize {
+        if let Some(id) = self.few.iter().position(|known| *known == value) {
+            return id;
+        }
+        if self.few.len() < Self::SCAN_LIMIT {
+            self.few.push(value);
+            return self.few.len() - 1;
+        }
+        let next = Self::SCAN_LIMIT + self.many.len();
+        *self.many.entry(value).or_insert(next)
     }
 }
