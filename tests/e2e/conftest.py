@@ -71,12 +71,20 @@ class Wharf:
 
     def __init__(self, data_dir: Path, port: int | None = None,
                  root_key: tuple[str, str] | None = (ROOT_KEY_ID, ROOT_SECRET),
-                 region: str = "us-east-1"):
+                 region: str = "us-east-1", agent: bool = False,
+                 extra_env: dict | None = None, command: str = "up"):
         self.bin = wharf_bin()
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.root_key = root_key
         self.region = region
+        # The API tests run without the local agent, so that the state they check is
+        # only what they made; the agent tests ask for it.
+        self.agent = agent
+        # Added to the process's environment (after the WHARF_* variables are removed).
+        self.extra_env = dict(extra_env or {})
+        # "up", or "server" for the control plane alone (it has no agent to disable).
+        self.command = command
         self.proc: subprocess.Popen | None = None
         self.starts = 0
 
@@ -102,12 +110,15 @@ class Wharf:
         assert self.proc is None or self.proc.poll() is not None, "already running"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.starts += 1
-        cmd = [self.bin, "up", "--data-dir", str(self.data_dir),
+        cmd = [self.bin, self.command, "--data-dir", str(self.data_dir),
                "--api-addr", f"127.0.0.1:{self.port}", "--region", self.region]
         if self.root_key and pass_root_key:
             cmd += ["--root-access-key", f"{self.root_key[0]}:{self.root_key[1]}"]
+        if self.command == "up" and not self.agent:
+            cmd += ["--no-agent"]
         env = {k: v for k, v in os.environ.items() if not k.startswith("WHARF_")}
         env.setdefault("WHARF_LOG", "info")
+        env.update(self.extra_env)
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, env=env)
@@ -115,8 +126,8 @@ class Wharf:
         last_error = None
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                pytest.fail(f"wharf up exited with {self.proc.returncode} before it was "
-                            f"healthy:\n{self.log()}", pytrace=False)
+                pytest.fail(f"wharf {self.command} exited with {self.proc.returncode} before "
+                            f"it was healthy:\n{self.log()}", pytrace=False)
             try:
                 with urllib.request.urlopen(self.endpoint + "/_wharf/health",
                                             timeout=1) as res:

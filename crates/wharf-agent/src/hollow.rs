@@ -191,7 +191,13 @@ async fn run_instance(
     let mut session = SessionConfig::new(&cluster_arn, &instance_arn);
     session.heartbeat = config.heartbeat;
     let (events_tx, mut events) = mpsc::channel(16);
-    let session_task = tokio::spawn(run_session(client.clone(), session, events_tx, shutdown));
+    let session_task = tokio::spawn(run_session(
+        client.clone(),
+        session,
+        events_tx,
+        None,
+        shutdown,
+    ));
     // The status each task was last reported in, so that repeated payloads (every
     // reconnection resends all live tasks) are not reported twice.
     let mut reported: HashMap<String, &'static str> = HashMap::new();

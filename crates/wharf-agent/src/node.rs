@@ -8,11 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 use wharf_agent_channel::client::{ClientError, EcsClient};
-use wharf_agent_channel::session::{run_session, SessionConfig};
+use wharf_agent_channel::session::{run_session, LogPiece, SessionConfig, TaskLogStream, TaskLogs};
+use wharf_agent_channel::{LogsRequest, OutputStream};
 
 use crate::config::AgentConfig;
 use crate::engine::{EcsReporter, EngineConfig, TaskEngine, TaskView};
@@ -21,7 +23,7 @@ use crate::metadata::{
     MetadataSource, MetadataTask,
 };
 use crate::registration::{registration_request, HostFacts, RegistrationInput};
-use crate::runtime::ContainerRuntime;
+use crate::runtime::{ContainerRuntime, LogChunk, LogSource};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -309,6 +311,134 @@ impl MetadataSource for EngineMetadata {
     }
 }
 
+/// Serves the control plane's logs requests from the engine's tasks and the runtime.
+struct EngineLogs {
+    engine: Arc<TaskEngine>,
+    runtime: Arc<dyn ContainerRuntime>,
+}
+
+/// Prefixes every line of one container's output with its name, for the logs of a
+/// task with several containers. The state is whether the next byte starts a line,
+/// because the engine frames output by writes, not by lines.
+struct LinePrefixer {
+    prefix: Vec<u8>,
+    at_line_start: bool,
+}
+
+impl LinePrefixer {
+    fn new(name: &str) -> Self {
+        LinePrefixer {
+            prefix: format!("{name} | ").into_bytes(),
+            at_line_start: true,
+        }
+    }
+
+    fn apply(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(bytes.len() + self.prefix.len());
+        for line in bytes.split_inclusive(|b| *b == b'\n') {
+            if self.at_line_start {
+                out.extend_from_slice(&self.prefix);
+            }
+            out.extend_from_slice(line);
+            self.at_line_start = line.ends_with(b"\n");
+        }
+        out
+    }
+}
+
+fn log_piece(chunk: LogChunk) -> LogPiece {
+    LogPiece {
+        stream: match chunk.source {
+            LogSource::Stdout => OutputStream::Stdout,
+            LogSource::Stderr => OutputStream::Stderr,
+        },
+        data: chunk.bytes,
+    }
+}
+
+impl EngineLogs {
+    /// Opens one container's logs. A log driver that cannot be read back (`none`)
+    /// fails on the first read, which a followed stream of a quiet container may never
+    /// reach; an empty read first makes that failure an answer to the request.
+    async fn open_container(
+        &self,
+        id: &str,
+        follow: bool,
+        tail: Option<usize>,
+    ) -> Result<crate::runtime::LogStream, crate::runtime::RuntimeError> {
+        let mut probe = self.runtime.logs(id, false, Some(0)).await?;
+        while let Some(item) = probe.next().await {
+            item?;
+        }
+        self.runtime.logs(id, follow, tail).await
+    }
+}
+
+#[async_trait]
+impl TaskLogs for EngineLogs {
+    async fn open(&self, request: &LogsRequest) -> Result<TaskLogStream, String> {
+        let task = self
+            .engine
+            .task(&request.task_arn)
+            .ok_or_else(|| format!("task {} is not on this instance", request.task_arn))?;
+        let selected: Vec<_> = match &request.container {
+            Some(name) => {
+                let container = task
+                    .containers
+                    .iter()
+                    .find(|c| &c.name == name)
+                    .ok_or_else(|| format!("the task has no container named {name}"))?;
+                if container.docker_id.is_none() {
+                    return Err(format!("container {name} has not been created yet"));
+                }
+                vec![container]
+            }
+            None => task
+                .containers
+                .iter()
+                .filter(|c| c.docker_id.is_some())
+                .collect(),
+        };
+        if selected.is_empty() {
+            return Err("no container of the task has been created yet".to_owned());
+        }
+        let tail = request
+            .tail
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+        let prefixed = selected.len() > 1;
+        let mut streams = Vec::with_capacity(selected.len());
+        let mut unreadable = Vec::new();
+        for container in selected {
+            let id = container.docker_id.as_deref().unwrap_or_default();
+            let logs = match self.open_container(id, request.follow, tail).await {
+                Ok(logs) => logs,
+                // Of all containers, those whose driver cannot be read are left out.
+                Err(error) => {
+                    unreadable.push(format!("{}: {error}", container.name));
+                    continue;
+                }
+            };
+            let name = container.name.clone();
+            let mut prefixer = prefixed.then(|| LinePrefixer::new(&name));
+            let stream = logs.map(move |item| match item {
+                Ok(chunk) => {
+                    let mut piece = log_piece(chunk);
+                    if let Some(prefixer) = prefixer.as_mut() {
+                        piece.data = prefixer.apply(&piece.data).into();
+                    }
+                    Ok(piece)
+                }
+                Err(error) => Err(format!("{name}: {error}")),
+            });
+            streams.push(stream.boxed());
+        }
+        if streams.is_empty() {
+            return Err(unreadable.join("; "));
+        }
+        Ok(futures_util::stream::select_all(streams).boxed())
+    }
+}
+
 /// Runs a node until `shutdown` turns true. Containers keep running when it returns:
 /// a restarted agent adopts them.
 pub async fn run_node(
@@ -379,9 +509,31 @@ pub async fn run_node(
         options.client.clone(),
         SessionConfig::new(&cluster_arn, &instance_arn),
         events_tx,
+        Some(Arc::new(EngineLogs {
+            engine: engine.clone(),
+            runtime: runtime.clone(),
+        }) as Arc<dyn TaskLogs>),
         shutdown.clone(),
     ));
     engine.run(events, shutdown).await;
     let _ = session.await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_prefixes_follow_line_starts_across_chunks() {
+        let mut prefixer = LinePrefixer::new("web");
+        assert_eq!(
+            prefixer.apply(b"one\ntwo"),
+            b"web | one\nweb | two".to_vec()
+        );
+        assert_eq!(prefixer.apply(b" halves\n"), b" halves\n".to_vec());
+        assert_eq!(prefixer.apply(b"\n"), b"web | \n".to_vec());
+        assert_eq!(prefixer.apply(b""), b"".to_vec());
+        assert_eq!(prefixer.apply(b"three\n"), b"web | three\n".to_vec());
+    }
 }

@@ -423,3 +423,277 @@ pub(crate) async fn run_placement(args: PlacementBenchArgs) -> anyhow::Result<()
     );
     Ok(())
 }
+
+/// Flags of `wharf bench launch`.
+#[derive(Args, Clone)]
+pub(crate) struct LaunchBenchArgs {
+    /// Sequential launches of each kind.
+    #[arg(long, default_value_t = 20)]
+    launches: usize,
+    /// Tasks (and `docker run`s) launched at once in the burst.
+    #[arg(long, default_value_t = 50)]
+    burst: usize,
+    /// The image; it must be present locally (nothing is pulled).
+    #[arg(long, default_value = "wharf-test/busybox:latest")]
+    image: String,
+}
+
+const BENCH_LABEL: &str = "wharf.bench=launch";
+const BENCH_COMMAND: &str = "trap 'exit 0' TERM; sleep 3600 & wait";
+
+/// `docker run -d` of the bench container; returns how long the command took.
+async fn docker_run(image: &str) -> anyhow::Result<Duration> {
+    let begin = Instant::now();
+    let output = tokio::process::Command::new("docker")
+        .args([
+            "run",
+            "-d",
+            "--label",
+            BENCH_LABEL,
+            image,
+            "sh",
+            "-c",
+            BENCH_COMMAND,
+        ])
+        .output()
+        .await?;
+    anyhow::ensure!(
+        output.status.success(),
+        "docker run failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(begin.elapsed())
+}
+
+async fn remove_labelled(label: &str) {
+    let ids = tokio::process::Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label={label}")])
+        .output()
+        .await
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    if !ids.is_empty() {
+        let _ = tokio::process::Command::new("docker")
+            .arg("rm")
+            .arg("-f")
+            .args(&ids)
+            .output()
+            .await;
+    }
+}
+
+/// Waits until every task is RUNNING; returns when each got there (from `since`).
+async fn wait_running(
+    client: &wharf_agent_channel::client::EcsClient,
+    arns: &[String],
+    since: Instant,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut done: Vec<Option<Duration>> = vec![None; arns.len()];
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while done.iter().any(Option::is_none) {
+        anyhow::ensure!(Instant::now() < deadline, "tasks did not reach RUNNING");
+        let pending: Vec<&String> = arns
+            .iter()
+            .zip(&done)
+            .filter(|(_, d)| d.is_none())
+            .map(|(a, _)| a)
+            .collect();
+        for chunk in pending.chunks(100) {
+            let answer = client
+                .call("DescribeTasks", &json!({"tasks": chunk}))
+                .await?;
+            for task in answer["tasks"].as_array().into_iter().flatten() {
+                let status = task["lastStatus"].as_str().unwrap_or("");
+                anyhow::ensure!(
+                    status != "STOPPED",
+                    "a task stopped: {}",
+                    task["stoppedReason"]
+                );
+                if status == "RUNNING" {
+                    if let Some(i) = arns.iter().position(|a| task["taskArn"] == **a) {
+                        done[i].get_or_insert(since.elapsed());
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(done.into_iter().map(|d| d.unwrap_or_default()).collect())
+}
+
+fn summary(name: &str, latencies: &mut [Duration]) -> (Duration, Duration) {
+    latencies.sort();
+    let (p50, p99) = (percentile(latencies, 0.5), percentile(latencies, 0.99));
+    println!(
+        "{name:<34} median {:>7.1} ms  p99 {:>7.1} ms  (n = {})",
+        p50.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3,
+        latencies.len()
+    );
+    (p50, p99)
+}
+
+/// Runs the launch benchmark.
+pub(crate) async fn run_launch(args: LaunchBenchArgs) -> anyhow::Result<()> {
+    use wharf_agent_channel::client::EcsClient;
+
+    let dir = tempfile::tempdir()?;
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
+        probe.local_addr()?.port()
+    };
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let mut server = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["up", "--api-addr", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--root-access-key", "BENCHKEY:benchsecret"])
+        .env("WHARF_LOG", "warn")
+        .env("ECS_IMAGE_PULL_BEHAVIOR", "prefer-cached")
+        .env("ECS_CONTAINER_STOP_TIMEOUT", "2s")
+        .env("ECS_ENGINE_TASK_CLEANUP_WAIT_DURATION", "1s")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting wharf up")?;
+    let client = EcsClient::new(
+        &endpoint,
+        "us-east-1",
+        SigningCredentials {
+            access_key_id: "BENCHKEY".to_owned(),
+            secret_access_key: "benchsecret".to_owned(),
+            session_token: None,
+        },
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let instance_arn = loop {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the local agent did not register"
+        );
+        if let Ok(answer) = client.call("ListContainerInstances", &json!({})).await {
+            if let Some(arn) = answer["containerInstanceArns"][0].as_str() {
+                break arn.to_owned();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let instance_label = format!("wharf.container-instance-arn={instance_arn}");
+    client
+        .call(
+            "RegisterTaskDefinition",
+            &json!({"family": "launch", "containerDefinitions": [{
+                "name": "app", "image": args.image, "memory": 16,
+                "command": ["sh", "-c", BENCH_COMMAND]}]}),
+        )
+        .await?;
+    println!(
+        "wharf bench launch: image {}, {} sequential launches, burst of {}",
+        args.image, args.launches, args.burst
+    );
+
+    // Warm-up: one of each, not counted.
+    docker_run(&args.image).await?;
+    let warm = client
+        .call("RunTask", &json!({"taskDefinition": "launch"}))
+        .await?;
+    let warm_arn = warm["tasks"][0]["taskArn"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    wait_running(&client, std::slice::from_ref(&warm_arn), Instant::now()).await?;
+
+    let mut raw = Vec::new();
+    for _ in 0..args.launches {
+        raw.push(docker_run(&args.image).await?);
+    }
+    remove_labelled(BENCH_LABEL).await;
+    let mut wharf = Vec::new();
+    let mut arns = vec![warm_arn];
+    for _ in 0..args.launches {
+        let begin = Instant::now();
+        let answer = client
+            .call("RunTask", &json!({"taskDefinition": "launch"}))
+            .await?;
+        let arn = answer["tasks"][0]["taskArn"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        anyhow::ensure!(!arn.is_empty(), "RunTask placed nothing: {answer}");
+        wharf.push(wait_running(&client, std::slice::from_ref(&arn), begin).await?[0]);
+        arns.push(arn);
+    }
+    let (raw_p50, _) = summary("docker run -d", &mut raw);
+    let (wharf_p50, _) = summary("RunTask -> RUNNING", &mut wharf);
+    println!(
+        "added by Wharf at the median: {:+.1} ms (ratio {:.2})",
+        (wharf_p50.as_secs_f64() - raw_p50.as_secs_f64()) * 1e3,
+        wharf_p50.as_secs_f64() / raw_p50.as_secs_f64()
+    );
+    for arn in arns.drain(..) {
+        client.call("StopTask", &json!({"task": arn})).await?;
+    }
+
+    // The burst: `burst` parallel docker runs against `burst` tasks in RunTask calls of 10.
+    let begin = Instant::now();
+    let runs: Vec<_> = (0..args.burst)
+        .map(|_| {
+            tokio::spawn({
+                let image = args.image.clone();
+                async move { docker_run(&image).await }
+            })
+        })
+        .collect();
+    for run in runs {
+        run.await??;
+    }
+    let raw_burst = begin.elapsed();
+    remove_labelled(BENCH_LABEL).await;
+    let begin = Instant::now();
+    let mut calls = Vec::new();
+    for chunk in 0..args.burst.div_ceil(10) {
+        let count = (args.burst - chunk * 10).min(10);
+        let client = client.clone();
+        calls.push(tokio::spawn(async move {
+            client
+                .call(
+                    "RunTask",
+                    &json!({"taskDefinition": "launch", "count": count}),
+                )
+                .await
+        }));
+    }
+    let mut burst_arns = Vec::new();
+    for call in calls {
+        let answer = call.await??;
+        for task in answer["tasks"].as_array().into_iter().flatten() {
+            burst_arns.push(task["taskArn"].as_str().unwrap_or_default().to_owned());
+        }
+    }
+    anyhow::ensure!(
+        burst_arns.len() == args.burst,
+        "placed {} of {}",
+        burst_arns.len(),
+        args.burst
+    );
+    wait_running(&client, &burst_arns, begin).await?;
+    let wharf_burst = begin.elapsed();
+    println!(
+        "burst of {}: docker run -d in parallel {:.0} ms, Wharf RunTask -> all RUNNING {:.0} ms (ratio {:.2})",
+        args.burst,
+        raw_burst.as_secs_f64() * 1e3,
+        wharf_burst.as_secs_f64() * 1e3,
+        wharf_burst.as_secs_f64() / raw_burst.as_secs_f64()
+    );
+    for arn in burst_arns {
+        let _ = client.call("StopTask", &json!({"task": arn})).await;
+    }
+    let _ = server.kill().await;
+    remove_labelled(&instance_label).await;
+    Ok(())
+}

@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 mod agent;
 mod bench;
 mod credentials;
+mod logs;
 mod server;
 mod sim;
 
@@ -42,6 +43,9 @@ enum Command {
     /// Hollow container instances: register through the API, keep agent channels,
     /// and report placed tasks RUNNING (and STOPPED when told) without containers.
     Sim(sim::SimArgs),
+    /// Print a task's container logs (`json-file` driver), read through the control
+    /// plane from the agent of the task's instance.
+    Logs(logs::LogsArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -56,6 +60,9 @@ enum BenchCommand {
     /// RunTask calls of 10 from many clients until every task runs; tasks/s and the
     /// control plane's peak RSS.
     Placement(bench::PlacementBenchArgs),
+    /// Task launch latency on the local Docker engine: RunTask until RUNNING against
+    /// raw `docker run -d` of the same image, one at a time and in a burst.
+    Launch(bench::LaunchBenchArgs),
 }
 
 /// Flags of `up`.
@@ -122,9 +129,11 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Agent(args) => runtime.block_on(agent::run(args)),
         Command::Sim(args) => runtime.block_on(sim::run(args)),
+        Command::Logs(args) => runtime.block_on(logs::run(args)),
         Command::Bench(BenchCommand::Api(args)) => runtime.block_on(bench::run_api(args)),
         Command::Bench(BenchCommand::Placement(args)) => {
             runtime.block_on(bench::run_placement(args))
         }
+        Command::Bench(BenchCommand::Launch(args)) => runtime.block_on(bench::run_launch(args)),
     }
 }

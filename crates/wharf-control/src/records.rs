@@ -117,3 +117,36 @@ impl Records {
 pub fn too_much_contention() -> AwsError {
     AwsError::client("ThrottlingException", "Rate exceeded")
 }
+
+/// In-process serialisation of writers to one hot key (a task definition family's
+/// revision counter, say). Compare-and-swap alone stays correct under contention but
+/// makes many concurrent writers retry each other into the ground; queueing them here
+/// first means each attempt usually succeeds. Across processes the compare-and-swap
+/// still decides.
+#[derive(Default)]
+pub struct KeyLocks {
+    locks: std::sync::Mutex<
+        std::collections::HashMap<String, std::sync::Weak<tokio::sync::Mutex<()>>>,
+    >,
+}
+
+impl KeyLocks {
+    /// Waits for the lock of `key`; it is released when the guard drops.
+    pub async fn lock(&self, key: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.locks.lock().expect("key locks poisoned");
+            if locks.len() > 1024 {
+                locks.retain(|_, weak| weak.strong_count() > 0);
+            }
+            match locks.get(key).and_then(std::sync::Weak::upgrade) {
+                Some(lock) => lock,
+                None => {
+                    let lock = Arc::new(tokio::sync::Mutex::new(()));
+                    locks.insert(key.to_owned(), Arc::downgrade(&lock));
+                    lock
+                }
+            }
+        };
+        lock.lock_owned().await
+    }
+}

@@ -11,8 +11,8 @@
 //! 2. **It fills an instance before opening the next**, when the task reserves some of
 //!    the resource binpack packs on. If binpack(field) chose `x`, `x` had the least
 //!    `field` left among the instances that fit; placing the task lowers it below every
-//!    other instance's, so while `x` still fits it is strictly the lowest and is chosen
-//!    again. So each instance's tasks are one consecutive run of the plan, and every
+//!    other instance that fits (those that do not fit never start to: nothing of theirs
+//!    changes), so while `x` still fits it is strictly the lowest and is chosen again. So each instance's tasks are one consecutive run of the plan, and every
 //!    instance binpack used except the last is left full: at most one instance is
 //!    partly filled. (A task that reserves none of `field` leaves `x` tied with any
 //!    instance that had as little, and the seed then picks among them each time.)
@@ -20,13 +20,13 @@
 //!    instance with the least left first, which is often the one that holds the
 //!    fewest tasks: 1,000 MiB and 100 MiB free, ten tasks of 100 MiB, binpack(memory)
 //!    puts one on the small instance and nine on the big one where one instance would
-//!    do (see `binpack_is_not_optimal_in_instances_on_unequal_instances`). ECS's own
-//!    binpack behaves the same way; it minimises what is left over on the instances it
-//!    touches, not how many it touches.
+//!    do (see `binpack_is_not_optimal_in_instances_on_unequal_instances`). "Least
+//!    left that still fits" minimises what is left over on the instances it touches,
+//!    not how many it touches.
 //! 4. **It is optimal when every instance that fits a task has the same capacity `k`**
 //!    (one instance type, a fleet sized alike, whichever resource binds) and the task
-//!    reserves some of the resource binpack packs on: by (2) it
-//!    uses `ceil(placed / k)` instances, all full but the last, and no plan can hold
+//!    reserves some of the resource binpack packs on: by (2) it uses `ceil(placed / k)`
+//!    instances, all full but the last, and no plan can hold
 //!    `placed` tasks on fewer instances of capacity `k`. That holds even when the
 //!    instances differ in the resource binpack does not pack on or in slack below one
 //!    task, which changes the order binpack opens them in but not how many it needs.

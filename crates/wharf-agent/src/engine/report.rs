@@ -91,6 +91,8 @@ pub struct ContainerStateChange {
     pub reason: Option<String>,
     /// Published ports with their actual host ports.
     pub network_bindings: Vec<NetworkBinding>,
+    /// `HEALTHY`, `UNHEALTHY` or `UNKNOWN`, for containers with a health check.
+    pub health_status: Option<&'static str>,
 }
 
 /// A task's new state (`SubmitTaskStateChange`), with its containers' states.
@@ -155,6 +157,12 @@ fn container_json(change: &ContainerStateChange) -> Value {
     }
     if let Some(reason) = &change.reason {
         wire["reason"] = json!(reason);
+    }
+    // Not a member of ECS's ContainerStateChange: the ECS agent reports health over
+    // its telemetry channel. Wharf's control plane reads this extra member; ECS's
+    // model validation ignores members it does not know.
+    if let Some(health) = change.health_status {
+        wire["healthStatus"] = json!(health);
     }
     wire
 }

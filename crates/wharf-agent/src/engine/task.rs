@@ -421,9 +421,15 @@ impl TaskRun {
         };
         match event.kind {
             ContainerEventKind::HealthChanged(health) => {
+                let changed = self.containers[index].health != Some(health);
                 self.containers[index].health = Some(health);
                 if let Some(state) = &mut self.containers[index].state {
                     state.health = Some(health);
+                }
+                // The control plane shows health in DescribeTasks, so a change is
+                // reported once the container has been reported at all.
+                if changed && self.containers[index].reported.is_some() {
+                    self.report_container(index).await;
                 }
             }
             ContainerEventKind::Died { exit_code } => {
@@ -840,6 +846,11 @@ impl TaskRun {
             },
             reason: container.reason.clone(),
             network_bindings: container.network_bindings(&network_mode),
+            health_status: container.health.map(|health| match health {
+                HealthStatus::Healthy => "HEALTHY",
+                HealthStatus::Unhealthy => "UNHEALTHY",
+                HealthStatus::Starting => "UNKNOWN",
+            }),
         }
     }
 

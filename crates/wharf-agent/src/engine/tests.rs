@@ -604,6 +604,7 @@ fn task_reports_carry_the_control_planes_field_names() {
                 host_port: 32768,
                 protocol: Protocol::Tcp,
             }],
+            health_status: Some("UNHEALTHY"),
         }],
         pull_started_at: chrono::DateTime::from_timestamp(10, 500_000_000),
         pull_stopped_at: None,
@@ -616,6 +617,7 @@ fn task_reports_carry_the_control_planes_field_names() {
                "reason": "Essential container in task exited",
                "pullStartedAt": 10.5, "executionStoppedAt": 20.0,
                "containers": [{"containerName": "web", "status": "STOPPED", "runtimeId": "abc", "exitCode": 3,
+                   "healthStatus": "UNHEALTHY",
                    "networkBindings": [{"bindIP": "0.0.0.0", "containerPort": 80, "hostPort": 32768, "protocol": "tcp"}]}]})
     );
 }

@@ -12,7 +12,7 @@ use wharf_model::{ResourceKind, TaskStatus};
 use super::instances::InstanceRecord;
 use super::task_definitions::TaskDefinitionRecord;
 use super::{invalid, keys, Cx, EcsService};
-use crate::records::{store_failure, too_much_contention, MAX_CONFLICT_RETRIES};
+use crate::records::{too_much_contention, MAX_CONFLICT_RETRIES};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -35,6 +35,15 @@ pub struct ChannelTarget {
     /// The instance's id.
     pub instance_id: String,
     /// The instance's ARN.
+    pub instance_arn: String,
+}
+
+/// Where a task runs, for reading its logs through its instance's channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskPlacement {
+    /// The task's ARN.
+    pub task_arn: String,
+    /// The container instance it was placed on.
     pub instance_arn: String,
 }
 
@@ -94,6 +103,38 @@ impl EcsService {
         })
     }
 
+    /// Finds a task of a cluster (by id or ARN) and the instance it was placed on.
+    /// An unknown cluster is `ClusterNotFoundException`; an unknown task, or one not
+    /// placed on an instance, is `InvalidParameterException`.
+    pub async fn task_placement(
+        &self,
+        region: &str,
+        account: &str,
+        cluster: Option<&str>,
+        task: &str,
+    ) -> Result<TaskPlacement, AwsError> {
+        let cx = Cx {
+            region,
+            account,
+            now_millis: self.clock.now_millis(),
+        };
+        let cluster = self.active_cluster(&cx, cluster).await?.value;
+        let id = keys::resource_id(task, ResourceKind::Task)?;
+        let record = self
+            .records
+            .get::<super::tasks::TaskRecord>(&keys::task(region, &cluster.name, &id))
+            .await?
+            .ok_or_else(|| invalid("The referenced task was not found."))?
+            .value;
+        let instance_arn = record
+            .container_instance_arn
+            .ok_or_else(|| invalid("The task is not placed on a container instance."))?;
+        Ok(TaskPlacement {
+            task_arn: record.arn,
+            instance_arn,
+        })
+    }
+
     /// Starts a session for an instance and returns its number.
     pub fn begin_session(&self, instance_arn: &str) -> u64 {
         let mut sessions = self.sessions.lock().expect("sessions lock poisoned");
@@ -150,14 +191,13 @@ impl EcsService {
         pushed: &mut PushedTasks,
         full: bool,
     ) -> Result<Option<Payload>, AwsError> {
-        let view = self.view().await?;
-        let revision = self
-            .records
-            .store()
-            .revision()
-            .await
-            .map_err(store_failure)?;
-        view.wait_for(revision).await;
+        // A full payload must reflect every acknowledged write; later ones are woken
+        // by the view itself, which has then applied the change they carry.
+        let view = if full {
+            self.fresh_view().await?
+        } else {
+            self.view().await?
+        };
         let changed: Vec<super::tasks::TaskRecord> =
             view.read_cluster(&target.region, &target.cluster, |state| {
                 state

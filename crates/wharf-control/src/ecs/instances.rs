@@ -391,12 +391,16 @@ impl EcsService {
         }
         let existing = match (&req.container_instance_arn, doc_field("instanceId")) {
             (Some(arn), _) => self.find_instance(cx, &cluster.name, arn).await?,
-            (None, Some(ec2_id)) => self
-                .records
-                .list::<InstanceRecord>(&keys::instances(cx.region, &cluster.name))
-                .await?
-                .into_iter()
-                .find(|i| i.value.ec2_instance_id == ec2_id && i.value.is_live()),
+            (None, Some(ec2_id)) => {
+                let view = self.fresh_view().await?;
+                view.read_cluster(cx.region, &cluster.name, |state| {
+                    state
+                        .instances
+                        .iter()
+                        .find(|i| i.value.ec2_instance_id == ec2_id && i.value.is_live())
+                        .cloned()
+                })
+            }
             (None, None) => None,
         };
         let (id, expected, registered_at, version) = match &existing {

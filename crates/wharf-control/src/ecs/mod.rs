@@ -17,6 +17,7 @@ use crate::clock::Clock;
 use crate::records::Records;
 
 mod account_settings;
+pub mod agent_liveness;
 pub mod agent_sessions;
 mod capacity_providers;
 mod clusters;
@@ -55,6 +56,8 @@ impl Default for EcsConfig {
 /// The ECS API service.
 pub struct EcsService {
     records: Records,
+    /// Queues writers of hot keys in this process; see [`crate::records::KeyLocks`].
+    key_locks: crate::records::KeyLocks,
     /// The newest channel session of each instance (by ARN), so that an older session
     /// ending does not mark a reconnected agent as disconnected.
     sessions: std::sync::Mutex<std::collections::HashMap<String, u64>>,
@@ -86,6 +89,7 @@ impl EcsService {
             .expect("the bundled ECS model parses");
         EcsService {
             records,
+            key_locks: Default::default(),
             sessions: Default::default(),
             view: tokio::sync::OnceCell::new(),
             clock,

@@ -180,6 +180,7 @@ impl EcsService {
     ) -> Result<Value, AwsError> {
         let spec = validate_registration(&input)?;
         let family_key = keys::family(cx.region, &spec.family);
+        let _queued = self.key_locks.lock(&family_key).await;
         for _ in 0..MAX_CONFLICT_RETRIES {
             let family = self.records.get::<FamilyRecord>(&family_key).await?;
             let (last, family_revision) = family

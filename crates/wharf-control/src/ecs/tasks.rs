@@ -35,9 +35,34 @@ pub(crate) struct ContainerRecord {
     pub runtime_id: Option<String>,
     pub network_bindings: Vec<Value>,
     pub health_status: String,
+    /// Whether the task stops when this container exits; it decides the task's health.
+    #[serde(default = "essential_by_default")]
+    pub essential: bool,
     pub cpu: Option<i64>,
     pub memory: Option<i64>,
     pub memory_reservation: Option<i64>,
+}
+
+fn essential_by_default() -> bool {
+    true
+}
+
+/// A task's health as ECS derives it from its essential containers': UNHEALTHY when
+/// any is unhealthy, HEALTHY when every one with a health check is healthy, UNKNOWN
+/// otherwise.
+fn task_health(containers: &[ContainerRecord]) -> &'static str {
+    let essential: Vec<&str> = containers
+        .iter()
+        .filter(|c| c.essential)
+        .map(|c| c.health_status.as_str())
+        .collect();
+    if essential.contains(&"UNHEALTHY") {
+        "UNHEALTHY"
+    } else if essential.contains(&"HEALTHY") && !essential.contains(&"UNKNOWN") {
+        "HEALTHY"
+    } else {
+        "UNKNOWN"
+    }
 }
 
 /// A task, as stored.
@@ -122,7 +147,7 @@ impl TaskRecord {
             "group": self.group,
             "launchType": self.launch_type,
             "attachments": [],
-            "healthStatus": "UNKNOWN",
+            "healthStatus": task_health(&self.containers),
             "enableExecuteCommand": false,
             "tags": [],
         });
@@ -240,6 +265,8 @@ pub(crate) struct ContainerStateChange {
     network_bindings: Vec<Value>,
     reason: Option<String>,
     status: Option<String>,
+    /// Wharf's agent adds the container's health (not an ECS member).
+    health_status: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -397,6 +424,10 @@ impl EcsService {
                             runtime_id: None,
                             network_bindings: Vec::new(),
                             health_status: "UNKNOWN".to_owned(),
+                            essential: def
+                                .get("essential")
+                                .and_then(Value::as_bool)
+                                .unwrap_or(true),
                             cpu: int("cpu"),
                             memory: int("memory"),
                             memory_reservation: int("memoryReservation"),
@@ -463,6 +494,13 @@ impl EcsService {
         client_token_key: Option<&str>,
     ) -> Result<Value, AwsError> {
         let view = self.view().await?;
+        // Placements in one cluster queue here, so that concurrent calls in this
+        // process do not plan against the same free capacity and then retry each
+        // other; the compare-and-swap below still guards against other processes.
+        let _queued = self
+            .key_locks
+            .lock(&format!("placement/{}/{cluster}", cx.region))
+            .await;
         for _ in 0..MAX_CONFLICT_RETRIES {
             // The plan must see every write acknowledged before this call (an instance
             // registered a moment ago), so the view first catches up with the store.
@@ -936,6 +974,11 @@ fn apply_container_change(task: &mut TaskRecord, change: &ContainerStateChange) 
     }
     if change.runtime_id.is_some() {
         container.runtime_id = change.runtime_id.clone();
+    }
+    if let Some(health) = &change.health_status {
+        if ["HEALTHY", "UNHEALTHY", "UNKNOWN"].contains(&health.as_str()) {
+            container.health_status = health.clone();
+        }
     }
     if !change.network_bindings.is_empty() {
         container.network_bindings = change.network_bindings.clone();

@@ -256,6 +256,29 @@ impl StateView {
         }
     }
 
+    /// Every live instance whose record says its agent is connected, as
+    /// (region, cluster, instance id, instance ARN).
+    pub fn instances_claiming_agent(&self) -> Vec<(String, String, String, String)> {
+        let state = self.state.read().expect("view lock poisoned");
+        state
+            .clusters
+            .iter()
+            .flat_map(|((region, cluster), c)| {
+                c.instances
+                    .iter()
+                    .filter(|i| i.value.agent_connected && i.value.is_live())
+                    .map(move |i| {
+                        (
+                            region.clone(),
+                            cluster.clone(),
+                            i.value.id.clone(),
+                            i.value.arn.clone(),
+                        )
+                    })
+            })
+            .collect()
+    }
+
     /// The notifier woken whenever a task of `instance_arn` changes.
     pub fn waker(&self, instance_arn: &str) -> Arc<Notify> {
         let mut state = self.state.write().expect("view lock poisoned");
