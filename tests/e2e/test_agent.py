@@ -569,3 +569,18 @@ def _connected(ecs, cluster: str, instance: str) -> bool:
     [ci] = ecs.describe_container_instances(cluster=cluster,
                                             containerInstances=[instance])["containerInstances"]
     return ci["agentConnected"] is True
+
+
+def test_up_without_a_docker_engine_still_serves_the_api(wharf_factory, cleanup):
+    """With no reachable engine, `wharf up` says so plainly and the API keeps serving."""
+    w = wharf_factory(agent=True,
+                      extra_env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
+    cleanup["wharfs"].append(w)
+    w.start()
+    ecs = w.client()
+    ecs.create_cluster(clusterName="no-engine")
+    assert ecs.describe_clusters(clusters=["no-engine"])["clusters"][0]["status"] == "ACTIVE"
+    wait_for("the agent's refusal in the output",
+             lambda: "agent:       not started" in w.log(), 10)
+    # No agent ran, so it neither created the default cluster nor registered there.
+    assert not any(arn.endswith("/default") for arn in ecs.list_clusters()["clusterArns"])
