@@ -81,6 +81,32 @@ impl EcsClient {
         &self.credentials
     }
 
+    /// Calls one ECS operation, retrying what may succeed later (transport failures,
+    /// throttling, server errors) with exponential backoff from 50 ms to 5 s, at most
+    /// `max_retries` times (`None`: until it succeeds or fails for good).
+    pub async fn call_with_retry(
+        &self,
+        operation: &str,
+        input: &Value,
+        max_retries: Option<u32>,
+    ) -> Result<Value, ClientError> {
+        let mut delay = std::time::Duration::from_millis(50);
+        let mut retries = 0;
+        loop {
+            match self.call(operation, input).await {
+                Err(error)
+                    if error.is_retryable() && max_retries.is_none_or(|max| retries < max) =>
+                {
+                    retries += 1;
+                    tracing::debug!(%error, operation, "retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(std::time::Duration::from_secs(5));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Calls one ECS operation.
     pub async fn call(&self, operation: &str, input: &Value) -> Result<Value, ClientError> {
         let body = serde_json::to_vec(input).map_err(|e| ClientError::Malformed(e.to_string()))?;

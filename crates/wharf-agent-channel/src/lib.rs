@@ -2,7 +2,8 @@
 //!
 //! This crate owns the messages of the agent's WebSocket channel (modelled on ECS's
 //! agent communication service: task payloads with sequence numbers that the agent
-//! acknowledges, and heartbeats both ways), the agent's signed client for the ECS
+//! acknowledges, heartbeats both ways, and log requests that stream a task's container
+//! logs back with flow control), the agent's signed client for the ECS
 //! agent operations over JSON 1.1 ([`client::EcsClient`]), and the agent's side of the
 //! channel session with reconnection and backoff ([`session`]). The real agent and the
 //! hollow agents of `wharf sim` both use it, so there is one implementation of the
@@ -22,6 +23,14 @@ use serde::{Deserialize, Serialize};
 
 pub mod client;
 pub mod session;
+
+/// The ARN of the cluster a container instance ARN
+/// (`arn:…:container-instance/<cluster>/<id>`) belongs to.
+pub fn cluster_arn_of_instance(instance_arn: &str) -> Option<String> {
+    let (prefix, rest) = instance_arn.split_once(":container-instance/")?;
+    let (cluster, _) = rest.split_once('/')?;
+    Some(format!("{prefix}:cluster/{cluster}"))
+}
 
 /// The path of the channel on the control plane's API listener.
 pub const CHANNEL_PATH: &str = "/_wharf/agent/ws";
@@ -350,6 +359,19 @@ mod tests {
             r#"{"type":"LogsChunk","message":{"requestId":"r","stream":"stdin","data":""}}"#
         )
         .is_err());
+    }
+
+    #[test]
+    fn the_cluster_of_an_instance_arn() {
+        assert_eq!(
+            cluster_arn_of_instance("arn:aws:ecs:us-east-1:0:container-instance/prod/abc")
+                .as_deref(),
+            Some("arn:aws:ecs:us-east-1:0:cluster/prod")
+        );
+        assert_eq!(
+            cluster_arn_of_instance("arn:aws:ecs:us-east-1:0:cluster/prod"),
+            None
+        );
     }
 
     #[test]

@@ -73,26 +73,6 @@ impl HollowFleet {
     }
 }
 
-/// Calls an operation, retrying what may succeed later with exponential backoff.
-async fn call_with_retry(
-    client: &EcsClient,
-    operation: &str,
-    input: &Value,
-) -> Result<Value, ClientError> {
-    let mut delay = Duration::from_millis(50);
-    let mut attempts = 0;
-    loop {
-        match client.call(operation, input).await {
-            Err(error) if error.is_retryable() && attempts < 12 => {
-                attempts += 1;
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-            other => return other,
-        }
-    }
-}
-
 fn registration(config: &HollowFleetConfig, index: usize) -> Value {
     let zone = if config.zones.is_empty() {
         "local".to_owned()
@@ -153,7 +133,8 @@ async fn report(
     if status == "STOPPED" {
         input["reason"] = json!("Task stopped by the hollow agent");
     }
-    call_with_retry(client, "SubmitTaskStateChange", &input)
+    client
+        .call_with_retry("SubmitTaskStateChange", &input, Some(12))
         .await
         .map(|_| ())
 }
@@ -165,12 +146,13 @@ async fn run_instance(
     stats: Arc<HollowStats>,
     shutdown: watch::Receiver<bool>,
 ) {
-    let registered = match call_with_retry(
-        &client,
-        "RegisterContainerInstance",
-        &registration(&config, index),
-    )
-    .await
+    let registered = match client
+        .call_with_retry(
+            "RegisterContainerInstance",
+            &registration(&config, index),
+            Some(12),
+        )
+        .await
     {
         Ok(answer) => answer,
         Err(error) => {
@@ -184,10 +166,8 @@ async fn run_instance(
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    let cluster_arn = instance_arn
-        .split_once(":container-instance/")
-        .map(|(prefix, rest)| format!("{prefix}:cluster/{}", rest.split('/').next().unwrap_or("")))
-        .unwrap_or_default();
+    let cluster_arn =
+        wharf_agent_channel::cluster_arn_of_instance(&instance_arn).unwrap_or_default();
     let mut session = SessionConfig::new(&cluster_arn, &instance_arn);
     session.heartbeat = config.heartbeat;
     let (events_tx, mut events) = mpsc::channel(16);

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
@@ -123,35 +122,18 @@ async fn host_facts(runtime: &dyn ContainerRuntime) -> Result<HostFacts, NodeErr
     })
 }
 
-/// Calls an operation until it succeeds or fails for a reason retrying cannot fix.
-async fn call_with_retry(
-    client: &EcsClient,
-    operation: &str,
-    input: &Value,
-) -> Result<Value, ClientError> {
-    let mut delay = Duration::from_millis(100);
-    loop {
-        match client.call(operation, input).await {
-            Err(error) if error.is_retryable() => {
-                tracing::warn!(%error, operation, "control plane not reachable yet; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-            other => return other,
-        }
-    }
-}
-
 /// Registers (or re-registers) the node and returns (cluster ARN, instance ARN).
 async fn register(options: &NodeOptions, facts: &HostFacts) -> Result<(String, String), NodeError> {
     let config = &options.config;
     if options.create_cluster {
-        call_with_retry(
-            &options.client,
-            "CreateCluster",
-            &json!({"clusterName": config.cluster}),
-        )
-        .await?;
+        options
+            .client
+            .call_with_retry(
+                "CreateCluster",
+                &json!({"clusterName": config.cluster}),
+                None,
+            )
+            .await?;
     }
     let saved = load_registration(&config.data_dir, &config.cluster);
     let mut input = RegistrationInput {
@@ -172,23 +154,27 @@ async fn register(options: &NodeOptions, facts: &HostFacts) -> Result<(String, S
             .unwrap_or_else(|| "wharf.node".to_owned()),
         container_instance_arn: saved.map(|s| s.container_instance_arn),
     };
-    let answer = match call_with_retry(
-        &options.client,
-        "RegisterContainerInstance",
-        &registration_request(facts, &input),
-    )
-    .await
+    let answer = match options
+        .client
+        .call_with_retry(
+            "RegisterContainerInstance",
+            &registration_request(facts, &input),
+            None,
+        )
+        .await
     {
         Ok(answer) => answer,
         // The saved instance was deregistered meanwhile: register as a new one.
         Err(ClientError::Service { .. }) if input.container_instance_arn.is_some() => {
             input.container_instance_arn = None;
-            call_with_retry(
-                &options.client,
-                "RegisterContainerInstance",
-                &registration_request(facts, &input),
-            )
-            .await?
+            options
+                .client
+                .call_with_retry(
+                    "RegisterContainerInstance",
+                    &registration_request(facts, &input),
+                    None,
+                )
+                .await?
         }
         Err(error) => return Err(error.into()),
     };
@@ -196,10 +182,8 @@ async fn register(options: &NodeOptions, facts: &HostFacts) -> Result<(String, S
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    let cluster_arn = instance_arn
-        .split_once(":container-instance/")
-        .map(|(prefix, rest)| format!("{prefix}:cluster/{}", rest.split('/').next().unwrap_or("")))
-        .unwrap_or_default();
+    let cluster_arn =
+        wharf_agent_channel::cluster_arn_of_instance(&instance_arn).unwrap_or_default();
     save_registration(
         &config.data_dir,
         &SavedRegistration {

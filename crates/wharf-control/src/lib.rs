@@ -7,8 +7,14 @@
 //! compare-and-swap on every instance it touches, re-planning when another writer got
 //! there first, so that concurrent RunTask calls never over-commit an instance.
 //!
-//! It must not run containers (agents do) or speak HTTP itself (`wharf-aws` decodes
-//! requests and encodes responses; this crate sees typed, authenticated calls).
+//! It also owns the control plane's end of the agent channel ([`agent_channel`]: the
+//! WebSocket that pushes task payloads to agents, and the logs endpoint that reads a
+//! task's logs through its agent), and an in-memory view of every cluster's instances
+//! and tasks fed by the store's watch, which placement and the channel read.
+//!
+//! It must not run containers (agents do). Apart from the agent channel it does not
+//! speak HTTP itself: `wharf-aws` decodes requests and encodes responses, and this
+//! crate sees typed, authenticated calls.
 
 pub mod agent_channel;
 pub mod clock;

@@ -2466,8 +2466,10 @@ async fn concurrent_run_task_never_overcommits() {
     let a = h.register_instance("c1", 10_000, 1000, &[]).await;
     let b = h.register_instance("c1", 10_000, 1000, &[]).await;
     let td = h.register_td("t", 10, 200, None).await;
+    // Fifty clients at once, one task each: exactly ten fit; every other call is
+    // refused with a RESOURCE reason for each instance.
     let mut handles = Vec::new();
-    for i in 0..20 {
+    for i in 0..50 {
         let h = h.clone();
         let td = td.clone();
         handles.push(tokio::spawn(async move {
@@ -2478,13 +2480,29 @@ async fn concurrent_run_task_never_overcommits() {
                 )
                 .await
                 .unwrap_or_else(|e| panic!("RunTask {i}: {} {}", e.code, e.message));
-            task_arns(&out).len()
+            let reasons: Vec<String> = out["failures"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|f| f["reason"].as_str().unwrap_or("").to_owned())
+                .collect();
+            (task_arns(&out).len(), reasons)
         }));
     }
     let mut placed = 0;
+    let mut refused = 0;
     for handle in handles {
-        placed += handle.await.expect("task joins");
+        let (count, reasons) = handle.await.expect("task joins");
+        placed += count;
+        if count == 0 {
+            refused += 1;
+            assert!(
+                !reasons.is_empty() && reasons.iter().all(|r| r.starts_with("RESOURCE:")),
+                "a refused RunTask names resource reasons: {reasons:?}"
+            );
+        }
     }
+    assert_eq!(refused, 40);
     assert_eq!(placed, 10, "exactly the room there is");
     assert_eq!(h.list_tasks(json!({"cluster": "c1"})).await.len(), 10);
     for instance in [&a, &b] {
