@@ -44,6 +44,7 @@ fn cluster() -> ClusterSnapshot {
                 remaining: resources,
                 running_tasks_count: 0,
                 tasks: Vec::new(),
+                group_counts: Default::default(),
             }
         })
         .collect();

@@ -90,6 +90,7 @@ fn cluster() -> ClusterSnapshot {
                 registered,
                 running_tasks_count: 0,
                 tasks: Vec::new(),
+                group_counts: HashMap::new(),
             }
         })
         .collect();
@@ -123,6 +124,11 @@ fn cluster() -> ClusterSnapshot {
             instance.remaining.memory_mib -= EXISTING_MEMORY_MIB;
             placed += 1;
         }
+    }
+    // The control plane keeps each instance's group counts indexed as tasks come and
+    // go; the bench starts from such a snapshot and keeps the index up to date.
+    for instance in &mut instances {
+        instance.index_groups();
     }
     ClusterSnapshot { instances }
 }
@@ -170,6 +176,10 @@ fn apply(
             group: request.group.clone(),
             family: request.family.clone(),
         });
+        *instance
+            .group_counts
+            .entry(request.group.clone())
+            .or_insert(0) += 1;
     }
 }
 

@@ -4,7 +4,7 @@
 //! this crate never mutates it. Placement copies what it needs into its own working
 //! state, so one snapshot can serve many plans.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Every container instance of one cluster, in the order placement should consider them.
 ///
@@ -95,6 +95,11 @@ pub struct InstanceSnapshot {
     pub running_tasks_count: i64,
     /// The tasks on the instance (pending and running), for task groups and spread.
     pub tasks: Vec<TaskOnInstance>,
+    /// How many of `tasks` are in each group: an index a caller that keeps snapshots
+    /// between calls maintains (see [`InstanceSnapshot::index_groups`]) so that
+    /// placement need not scan every task of every instance. When it is empty,
+    /// placement counts from `tasks`.
+    pub group_counts: HashMap<String, usize>,
 }
 
 impl InstanceSnapshot {
@@ -104,8 +109,21 @@ impl InstanceSnapshot {
         self.attributes.get(name).map(|value| value.as_deref())
     }
 
-    /// How many tasks of `group` are on this instance.
+    /// How many tasks of `group` are on this instance: from the index when there is
+    /// one, else by counting `tasks`.
     pub fn group_task_count(&self, group: &str) -> usize {
-        self.tasks.iter().filter(|task| task.group == group).count()
+        if self.group_counts.is_empty() {
+            self.tasks.iter().filter(|task| task.group == group).count()
+        } else {
+            self.group_counts.get(group).copied().unwrap_or(0)
+        }
+    }
+
+    /// Rebuilds `group_counts` from `tasks`.
+    pub fn index_groups(&mut self) {
+        self.group_counts.clear();
+        for task in &self.tasks {
+            *self.group_counts.entry(task.group.clone()).or_insert(0) += 1;
+        }
     }
 }

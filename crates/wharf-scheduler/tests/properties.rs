@@ -103,6 +103,20 @@ fn placed_per_instance(plan: &wharf_scheduler::PlacementPlan) -> HashMap<&str, u
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
+    /// The group-count index is an optimisation only: a snapshot with it indexed
+    /// gives exactly the plan of the same snapshot without.
+    #[test]
+    fn the_group_index_changes_no_plan(
+        cluster in arbitrary_cluster(),
+        request in arbitrary_request(),
+    ) {
+        let mut indexed = cluster.clone();
+        for instance in &mut indexed.instances {
+            instance.index_groups();
+        }
+        prop_assert_eq!(place_tasks(&cluster, &request), place_tasks(&indexed, &request));
+    }
+
     #[test]
     fn no_instance_is_ever_over_committed(
         cluster in arbitrary_cluster(),

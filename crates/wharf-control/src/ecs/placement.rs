@@ -67,7 +67,7 @@ pub(crate) fn instance_snapshot<'a>(
             .copied()
             .collect(),
     };
-    InstanceSnapshot {
+    let mut snapshot = InstanceSnapshot {
         id: record.arn.clone(),
         ec2_instance_id: record.ec2_instance_id.clone(),
         status: InstanceStatus::from_wire(record.status.as_str()),
@@ -99,7 +99,12 @@ pub(crate) fn instance_snapshot<'a>(
                 family: t.family.clone(),
             })
             .collect(),
-    }
+        group_counts: Default::default(),
+    };
+    // The view keeps snapshots between calls, so it indexes group counts once here
+    // rather than placement scanning every task on every call.
+    snapshot.index_groups();
+    snapshot
 }
 
 fn wire_pairs<'a>(items: &'a [Value], field: &str) -> Vec<(&'a str, Option<&'a str>)> {
@@ -227,6 +232,7 @@ fn place_on_named(
             group: request.group.clone(),
             family: request.family.clone(),
         });
+        instance.index_groups();
         outcome.placed.push(arn.clone());
     }
     outcome

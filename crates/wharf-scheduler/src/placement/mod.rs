@@ -310,11 +310,7 @@ pub fn place_tasks(snapshot: &ClusterSnapshot, request: &PlacementRequest) -> Pl
         .zip(&static_rejections)
         .map(|(instance, rejection)| {
             let count = counts_everywhere || (counts_on_eligible && rejection.is_none());
-            let existing = if count {
-                group.count_in(&instance.tasks)
-            } else {
-                0
-            };
+            let existing = if count { group.count_on(instance) } else { 0 };
             WorkingInstance::with_group_tasks(instance, &request.group, existing)
         })
         .collect();
@@ -487,6 +483,18 @@ impl<'a> GroupName<'a> {
         }
     }
 
+    /// How many of an instance's tasks are in this group: from its index when it has
+    /// one, else by scanning its tasks.
+    fn count_on(&self, instance: &InstanceSnapshot) -> usize {
+        if instance.group_counts.is_empty() {
+            self.count_in(&instance.tasks)
+        } else {
+            // The index is keyed by the group name this matcher was built from.
+            let group = std::str::from_utf8(self.bytes).unwrap_or_default();
+            instance.group_counts.get(group).copied().unwrap_or(0)
+        }
+    }
+
     /// How many of `tasks` are in this group.
     fn count_in(&self, tasks: &[crate::snapshot::TaskOnInstance]) -> usize {
         let Some(tail) = self.tail else {
@@ -532,7 +540,7 @@ struct WorkingInstance<'a> {
 
 impl<'a> WorkingInstance<'a> {
     fn new(base: &'a InstanceSnapshot, group: &'a str) -> Self {
-        Self::with_group_tasks(base, group, GroupName::new(group).count_in(&base.tasks))
+        Self::with_group_tasks(base, group, GroupName::new(group).count_on(base))
     }
 
     /// With the count of the group's tasks already on the instance worked out (or 0
