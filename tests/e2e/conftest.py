@@ -116,6 +116,9 @@ class Wharf:
             cmd += ["--root-access-key", f"{self.root_key[0]}:{self.root_key[1]}"]
         if self.command == "up" and not self.agent:
             cmd += ["--no-agent"]
+        if self.command == "up":
+            # A free port, so that tests never collide with a Wharf on the default one.
+            cmd += ["--registry-addr", "127.0.0.1:0"]
         env = {k: v for k, v in os.environ.items() if not k.startswith("WHARF_")}
         env.setdefault("WHARF_LOG", "info")
         env.update(self.extra_env)

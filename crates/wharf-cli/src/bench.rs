@@ -107,6 +107,7 @@ pub(crate) async fn run_api(args: ApiBenchArgs) -> anyhow::Result<()> {
         "000000000000",
         endpoint.trim_end_matches('/'),
         Default::default(),
+        None,
     );
     tokio::spawn(async move { axum::serve(listener, router).await });
 
@@ -549,7 +550,13 @@ pub(crate) async fn run_launch(args: LaunchBenchArgs) -> anyhow::Result<()> {
     };
     let endpoint = format!("http://127.0.0.1:{port}");
     let mut server = tokio::process::Command::new(std::env::current_exe()?)
-        .args(["up", "--api-addr", &format!("127.0.0.1:{port}")])
+        .args([
+            "up",
+            "--api-addr",
+            &format!("127.0.0.1:{port}"),
+            "--registry-addr",
+            "127.0.0.1:0",
+        ])
         .arg("--data-dir")
         .arg(dir.path())
         .args(["--root-access-key", "BENCHKEY:benchsecret"])

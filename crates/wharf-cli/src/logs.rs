@@ -321,6 +321,7 @@ mod tests {
                 "000000000000",
                 &endpoint,
                 ChannelSettings::default(),
+                None,
             );
             tokio::spawn(async move { axum::serve(listener, router).await });
             let credentials = SigningCredentials {

@@ -84,6 +84,9 @@ pub(crate) struct ServerArgs {
     /// The address of the AWS API listener.
     #[arg(long, env = "WHARF_API_ADDR", default_value = "127.0.0.1:4566")]
     api_addr: SocketAddr,
+    /// The address of the image registry (`wharf up` only).
+    #[arg(long, env = "WHARF_REGISTRY_ADDR", default_value = "127.0.0.1:5000")]
+    registry_addr: SocketAddr,
     /// The account id in ARNs.
     #[arg(long, env = "WHARF_ACCOUNT_ID", default_value = "000000000000")]
     account_id: String,
@@ -120,8 +123,20 @@ fn main() -> anyhow::Result<()> {
         .init();
     let runtime = tokio::runtime::Runtime::new()?;
     match cli.command {
-        Command::Up(args) => runtime.block_on(server::run(args.server, !args.no_agent)),
-        Command::Server(args) => runtime.block_on(server::run(args, false)),
+        Command::Up(args) => runtime.block_on(server::run(
+            args.server,
+            server::Components {
+                agent: !args.no_agent,
+                registry: true,
+            },
+        )),
+        Command::Server(args) => runtime.block_on(server::run(
+            args,
+            server::Components {
+                agent: false,
+                registry: false,
+            },
+        )),
         Command::Env { data_dir } => {
             let dir = data_dir_or_default(data_dir)?;
             print!("{}", credentials::env_lines(&dir)?);

@@ -23,6 +23,7 @@ pub(crate) fn api_router(
     account_id: &str,
     endpoint: &str,
     channel: ChannelSettings,
+    ecr: Option<Arc<wharf_registry::EcrService>>,
 ) -> Router {
     let credentials: Arc<dyn CredentialStore> = Arc::new(StaticCredentials::new().with(
         key.access_key_id.clone(),
@@ -40,9 +41,12 @@ pub(crate) fn api_router(
             endpoint: Some(endpoint.to_owned()),
         },
     ));
-    let front = AwsFront::new(credentials.clone(), Arc::new(chrono::Utc::now))
-        .service(ecs.clone())
-        .router();
+    let mut front =
+        AwsFront::new(credentials.clone(), Arc::new(chrono::Utc::now)).service(ecs.clone());
+    if let Some(ecr) = ecr {
+        front = front.service(ecr);
+    }
+    let front = front.router();
     Router::new()
         .route("/_wharf/health", get(|| async { "ok\n" }))
         .merge(agent_channel_router(ecs, credentials, channel))
@@ -68,8 +72,21 @@ async fn shutdown_signal(stop: tokio::sync::watch::Sender<bool>) {
     let _ = stop.send(true);
 }
 
-/// `wharf up` (with the local agent) and `wharf server`.
-pub(crate) async fn run(args: ServerArgs, with_agent: bool) -> anyhow::Result<()> {
+/// What runs besides the control plane.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Components {
+    /// The local agent.
+    pub agent: bool,
+    /// The image registry.
+    pub registry: bool,
+}
+
+/// `wharf up` (with the local agent and the registry) and `wharf server`.
+pub(crate) async fn run(
+    args: ServerArgs,
+    with_agent_and_registry: Components,
+) -> anyhow::Result<()> {
+    let with_agent = with_agent_and_registry.agent;
     let data_dir = crate::data_dir_or_default(args.data_dir)?;
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
@@ -84,7 +101,33 @@ pub(crate) async fn run(args: ServerArgs, with_agent: bool) -> anyhow::Result<()
         heartbeat: std::time::Duration::from_millis(args.agent_heartbeat_ms),
         ..ChannelSettings::default()
     };
-    let router = api_router(store, &key, &args.account_id, &endpoint, channel);
+    // The image registry (ECR API on the AWS listener, OCI on its own address) runs
+    // with the API in `wharf up`.
+    let registry = if with_agent_and_registry.registry {
+        let listener = tokio::net::TcpListener::bind(args.registry_addr)
+            .await
+            .with_context(|| format!("binding the registry to {}", args.registry_addr))?;
+        let registry = wharf_registry::build(
+            store.clone(),
+            data_dir.join("registry"),
+            wharf_registry::RegistryConfig {
+                region: args.region.clone(),
+                account_id: args.account_id.clone(),
+                registry_addr: listener.local_addr()?.to_string(),
+            },
+        )?;
+        Some((registry, listener))
+    } else {
+        None
+    };
+    let router = api_router(
+        store,
+        &key,
+        &args.account_id,
+        &endpoint,
+        channel,
+        registry.as_ref().map(|(r, _)| r.ecr.clone()),
+    );
 
     println!("Wharf is up.");
     println!("  endpoint:    {endpoint}");
@@ -114,6 +157,20 @@ pub(crate) async fn run(args: ServerArgs, with_agent: bool) -> anyhow::Result<()
             })
             .await
     });
+    if let Some((registry, listener)) = registry {
+        println!("  registry:    http://{}", listener.local_addr()?);
+        let mut stopping = shutdown.clone();
+        tokio::spawn(async move {
+            let served = axum::serve(listener, registry.router)
+                .with_graceful_shutdown(async move {
+                    let _ = stopping.wait_for(|s| *s).await;
+                })
+                .await;
+            if let Err(error) = served {
+                tracing::error!(%error, "the registry stopped");
+            }
+        });
+    }
     let agent = if with_agent {
         crate::agent::start_local(&data_dir, &endpoint, &args.region, &key, shutdown.clone())
             .await?

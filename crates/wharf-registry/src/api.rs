@@ -2,11 +2,9 @@
 //! authorized, then handled by one function per operation.
 
 use crate::auth::{Action, AuthChallenge, RegistryAuth};
-use crate::digest::{Algorithm, Digest};
+use crate::digest::Digest;
 use crate::error::RegistryError;
-use crate::manifest::{
-    parse_manifest, ManifestError, ReferenceKind, MAX_MANIFEST_BYTES, OCI_INDEX,
-};
+use crate::manifest::{MAX_MANIFEST_BYTES, OCI_INDEX};
 use crate::metadata::{ManifestRecord, Metadata, UploadRecord};
 use crate::names::{is_valid_repository, is_valid_tag};
 use crate::storage::BlobStore;
@@ -45,6 +43,20 @@ impl RegistryState {
     ) -> Self {
         Self {
             metadata: Metadata::new(store),
+            blobs,
+            auth,
+        }
+    }
+
+    /// A registry over `metadata` (records, with its creation rule and clock), `blobs`
+    /// and `auth`.
+    pub fn with_metadata(
+        metadata: Metadata,
+        blobs: Arc<dyn BlobStore>,
+        auth: Arc<dyn RegistryAuth>,
+    ) -> Self {
+        Self {
+            metadata,
             blobs,
             auth,
         }
@@ -441,6 +453,10 @@ impl Req<'_> {
             .read_to_end(&mut body)
             .await
             .map_err(|e| RegistryError::Internal(e.to_string()))?;
+        // ECR's lastRecordedPullTime; a failure to record it must not fail the pull.
+        if let Err(e) = self.meta().record_pull(name, &digest).await {
+            tracing::warn!(error = %e, "recording a pull failed");
+        }
         Ok((StatusCode::OK, headers, body).into_response())
     }
 
@@ -467,52 +483,20 @@ impl Req<'_> {
             .headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok());
-        let parsed = parse_manifest(&bytes, content_type).map_err(|e| match e {
-            ManifestError::Invalid(d) | ManifestError::UnsupportedMediaType(d) => {
-                RegistryError::ManifestInvalid(d)
-            }
-        })?;
-        let (digest, tag) = match reference {
-            Reference::Digest(claimed) => {
-                let actual = Digest::of(claimed.algorithm(), &bytes);
-                if actual != claimed {
-                    return Err(RegistryError::DigestInvalid(format!(
-                        "manifest hashes to {actual}, not {claimed}"
-                    )));
-                }
-                (claimed, None)
-            }
-            Reference::Tag(t) => (Digest::of(Algorithm::Sha256, &bytes), Some(t)),
+        let (claimed, tag) = match reference {
+            Reference::Digest(d) => (Some(d), None),
+            Reference::Tag(t) => (None, Some(t)),
         };
-        for (d, kind) in &parsed.references {
-            let present = match kind {
-                ReferenceKind::Blob => {
-                    self.meta().blob_link(name, d).await?.is_some()
-                        && self.state.blobs.stat(d).await?.is_some()
-                }
-                ReferenceKind::Manifest => self.meta().manifest(name, d).await?.is_some(),
-            };
-            if !present {
-                return Err(RegistryError::ManifestBlobUnknown(format!(
-                    "{d} is not in {name}"
-                )));
-            }
-        }
-        if self.state.blobs.stat(&digest).await?.is_none() {
-            let mut w = self.state.blobs.writer(digest.algorithm()).await?;
-            w.write(&bytes).await?;
-            w.commit(&digest).await?;
-        }
-        let record = ManifestRecord {
-            media_type: parsed.media_type,
-            size: bytes.len() as u64,
-            subject: parsed.subject.as_ref().map(Digest::to_string),
-            artifact_type: parsed.artifact_type,
-            annotations: parsed.annotations,
-        };
-        self.meta()
-            .put_manifest(name, &digest, &record, tag.as_deref())
-            .await?;
+        let (digest, record) = crate::images::store_manifest(
+            self.meta(),
+            self.state.blobs.as_ref(),
+            name,
+            &bytes,
+            content_type,
+            claimed,
+            tag.as_deref(),
+        )
+        .await?;
         let mut headers = HeaderMap::new();
         headers.insert(
             header::LOCATION,

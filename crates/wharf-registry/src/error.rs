@@ -43,6 +43,9 @@ pub enum RegistryError {
     /// The tag is invalid.
     #[error("manifest tag did not match URI")]
     TagInvalid(String),
+    /// The tag exists and the repository's tags are immutable (`TAG_INVALID`, 400).
+    #[error("{0}")]
+    TagImmutable(String),
     /// The operation or media type is not supported.
     #[error("the operation is unsupported")]
     Unsupported(String),
@@ -82,7 +85,7 @@ impl RegistryError {
             RegistryError::NameInvalid(_) => "NAME_INVALID",
             RegistryError::NameUnknown(_) => "NAME_UNKNOWN",
             RegistryError::SizeInvalid(_) | RegistryError::TooLarge(_) => "SIZE_INVALID",
-            RegistryError::TagInvalid(_) => "TAG_INVALID",
+            RegistryError::TagInvalid(_) | RegistryError::TagImmutable(_) => "TAG_INVALID",
             RegistryError::Unsupported(_) => "UNSUPPORTED",
             RegistryError::RangeInvalid { .. } => "RANGE_INVALID",
             RegistryError::Unauthorized { .. } => "UNAUTHORIZED",
@@ -104,7 +107,8 @@ impl RegistryError {
             | RegistryError::ManifestInvalid(_)
             | RegistryError::NameInvalid(_)
             | RegistryError::SizeInvalid(_)
-            | RegistryError::TagInvalid(_) => StatusCode::BAD_REQUEST,
+            | RegistryError::TagInvalid(_)
+            | RegistryError::TagImmutable(_) => StatusCode::BAD_REQUEST,
             RegistryError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             RegistryError::Unsupported(_) => StatusCode::METHOD_NOT_ALLOWED,
             RegistryError::RangeInvalid { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
@@ -128,6 +132,7 @@ impl RegistryError {
             | RegistryError::SizeInvalid(d)
             | RegistryError::TooLarge(d)
             | RegistryError::TagInvalid(d)
+            | RegistryError::TagImmutable(d)
             | RegistryError::Unsupported(d)
             | RegistryError::Denied(d)
             | RegistryError::Internal(d) => Some(d),

@@ -11,7 +11,12 @@
 //! | `registry/r/<repo>@manifests/<digest>` | [`ManifestRecord`] (the body is a blob) |
 //! | `registry/r/<repo>@tags/<tag>` | [`TagRecord`] |
 //! | `registry/r/<repo>@referrers/<subject>/<digest>` | the referrer's descriptor |
+//! | `registry/r/<repo>@pulls/<digest>` | [`PullRecord`]: when it was last pulled |
 //! | `registry/uploads/<id>` | [`UploadRecord`] |
+//!
+//! Whether a push may create its repository is decided here, by [`RepositoryCreation`],
+//! so that the OCI API and the ECR API agree on which repositories exist; so is tag
+//! immutability, checked in the same transaction that moves a tag.
 
 use crate::digest::Digest;
 use crate::error::RegistryError;
@@ -20,9 +25,104 @@ use serde_json::Value;
 use std::sync::Arc;
 use wharf_store::{KeyValue, Revision, Store, Txn};
 
-/// A repository in the catalog.
+/// A repository in the catalog, with the settings the ECR API gives it. Repositories
+/// created by an OCI push (when [`RepositoryCreation::OnPush`]) have the defaults.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct RepositoryRecord {}
+pub struct RepositoryRecord {
+    /// When it was created (Unix milliseconds; 0 when unknown).
+    #[serde(default)]
+    pub created_at: i64,
+    /// Whether tags may be moved once set.
+    #[serde(default)]
+    pub tag_mutability: TagMutability,
+    /// Wildcard patterns (`*` matches any run of characters) of tags exempt from
+    /// [`RepositoryRecord::tag_mutability`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mutability_exclusions: Vec<String>,
+    /// ECR's `imageScanningConfiguration.scanOnPush`, accepted and echoed.
+    #[serde(default)]
+    pub scan_on_push: bool,
+    /// ECR's `encryptionConfiguration` (`encryptionType`, `kmsKey`), accepted and echoed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<(String, Option<String>)>,
+    /// Resource tags, by key.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tags: std::collections::BTreeMap<String, String>,
+}
+
+/// Whether a repository's tags may be moved to another manifest.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub enum TagMutability {
+    /// Tags may be overwritten.
+    #[default]
+    Mutable,
+    /// A tag, once set, keeps pointing at its manifest (until deleted).
+    Immutable,
+}
+
+impl RepositoryRecord {
+    /// Whether `tag` may be moved from the manifest it points at.
+    pub fn tag_is_mutable(&self, tag: &str) -> bool {
+        let excluded = self
+            .mutability_exclusions
+            .iter()
+            .any(|p| wildcard_match(p, tag));
+        (self.tag_mutability == TagMutability::Mutable) != excluded
+    }
+}
+
+/// Whether `text` matches `pattern`, where `*` stands for any run of characters.
+pub fn wildcard_match(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !text.starts_with(first) || text.len() < first.len() + last.len() {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    if !text.ends_with(last) {
+        return false;
+    }
+    for middle in &parts[1..parts.len() - 1] {
+        match rest.find(middle) {
+            Some(i) => rest = &rest[i + middle.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// Whether a push into a repository that is not in the catalog creates it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepositoryCreation {
+    /// Pushes create repositories (a plain OCI registry).
+    OnPush,
+    /// Only an explicit [`Metadata::create_repository`] does (ECR: a push elsewhere is
+    /// `NAME_UNKNOWN`).
+    Explicit,
+}
+
+/// When a manifest was last pulled.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PullRecord {
+    /// Unix milliseconds.
+    pub at: i64,
+}
+
+/// The registry's clock: Unix milliseconds. Injected so tests can move time.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    })
+}
 
 /// A blob made available in a repository (pushed or mounted there).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -47,6 +147,9 @@ pub struct ManifestRecord {
     /// Its annotations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<Value>,
+    /// When it was pushed (Unix milliseconds); set by [`Metadata::put_manifest`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pushed_at: Option<i64>,
 }
 
 /// A tag pointing at a manifest.
@@ -87,12 +190,38 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 #[derive(Clone)]
 pub struct Metadata {
     store: Arc<dyn Store>,
+    creation: RepositoryCreation,
+    clock: Clock,
 }
 
 impl Metadata {
-    /// Records in `store`.
+    /// Records in `store`; pushes create repositories; the system clock.
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+        Self::with_options(store, RepositoryCreation::OnPush, system_clock())
+    }
+
+    /// Records in `store` with the given creation rule and clock.
+    pub fn with_options(store: Arc<dyn Store>, creation: RepositoryCreation, clock: Clock) -> Self {
+        Self {
+            store,
+            creation,
+            clock,
+        }
+    }
+
+    /// The store the records live in.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Now, by the injected clock (Unix milliseconds).
+    pub fn now_millis(&self) -> i64 {
+        (self.clock)()
+    }
+
+    /// The rule for creating repositories.
+    pub fn creation(&self) -> RepositoryCreation {
+        self.creation
     }
 
     async fn read<T: DeserializeOwned>(
@@ -105,14 +234,162 @@ impl Metadata {
         }
     }
 
-    /// Adds the repository to `txn` if it is not in the catalog yet.
-    async fn with_repository(&self, repo: &str, txn: Txn) -> Result<Txn, RegistryError> {
+    /// Commits the transaction `build` makes from the repository's record, on the
+    /// condition that the record did not change meanwhile, retrying lost races. A
+    /// missing repository is created when pushes create repositories and is
+    /// `NAME_UNKNOWN` otherwise.
+    async fn commit_in_repository(
+        &self,
+        repo: &str,
+        build: impl Fn(&RepositoryRecord) -> Result<Txn, RegistryError>,
+    ) -> Result<(), RegistryError> {
+        for _ in 0..8 {
+            if self.try_commit_in_repository(repo, &build).await? {
+                return Ok(());
+            }
+        }
+        Err(Self::lost_races(repo))
+    }
+
+    fn lost_races(repo: &str) -> RegistryError {
+        RegistryError::Internal(format!("writes to {repo} kept losing races"))
+    }
+
+    /// One attempt of [`Metadata::commit_in_repository`]; `false` when it lost a race.
+    async fn try_commit_in_repository(
+        &self,
+        repo: &str,
+        build: impl Fn(&RepositoryRecord) -> Result<Txn, RegistryError>,
+    ) -> Result<bool, RegistryError> {
         let key = repo_key(repo);
-        Ok(if self.store.get(&key).await?.is_none() {
-            txn.put(key, encode(&RepositoryRecord::default()))
-        } else {
-            txn
-        })
+        let txn = match self.read::<RepositoryRecord>(&key).await? {
+            Some((record, rev)) => build(&record)?.when_mod_revision(&key, rev),
+            None if self.creation == RepositoryCreation::OnPush => {
+                let record = RepositoryRecord {
+                    created_at: self.now_millis(),
+                    ..Default::default()
+                };
+                build(&record)?
+                    .when_mod_revision(&key, 0)
+                    .put(&key, encode(&record))
+            }
+            None => return Err(Self::no_repository(repo)),
+        };
+        Ok(self.store.txn(txn).await?.succeeded)
+    }
+
+    fn no_repository(repo: &str) -> RegistryError {
+        RegistryError::NameUnknown(format!(
+            "The repository with name '{repo}' does not exist in the registry"
+        ))
+    }
+
+    /// A repository's record and the revision it was read at.
+    pub async fn repository(
+        &self,
+        repo: &str,
+    ) -> Result<Option<(RepositoryRecord, Revision)>, RegistryError> {
+        self.read(&repo_key(repo)).await
+    }
+
+    /// Creates a repository; `false` when it already exists.
+    pub async fn create_repository(
+        &self,
+        repo: &str,
+        record: &RepositoryRecord,
+    ) -> Result<bool, RegistryError> {
+        let key = repo_key(repo);
+        let txn = Txn::new()
+            .when_mod_revision(&key, 0)
+            .put(&key, encode(record));
+        Ok(self.store.txn(txn).await?.succeeded)
+    }
+
+    /// Replaces a repository's record if nobody changed it since `revision`.
+    pub async fn update_repository(
+        &self,
+        repo: &str,
+        record: &RepositoryRecord,
+        revision: Revision,
+    ) -> Result<bool, RegistryError> {
+        let key = repo_key(repo);
+        let txn = Txn::new()
+            .when_mod_revision(&key, revision)
+            .put(&key, encode(record));
+        Ok(self.store.txn(txn).await?.succeeded)
+    }
+
+    /// Deletes a repository and every record in it (blob links, manifests, tags,
+    /// referrers, pulls); `false` when it did not exist. The blobs stay in shared
+    /// storage for garbage collection.
+    pub async fn delete_repository(&self, repo: &str) -> Result<bool, RegistryError> {
+        let key = repo_key(repo);
+        let Some(kv) = self.store.get(&key).await? else {
+            return Ok(false);
+        };
+        let (records, _) = self.store.range(&format!("registry/r/{repo}@")).await?;
+        let mut txn = Txn::new()
+            .when_mod_revision(&key, kv.mod_revision)
+            .delete(&key);
+        for r in records {
+            txn = txn.delete(r.key);
+        }
+        Ok(self.store.txn(txn).await?.succeeded)
+    }
+
+    /// Every manifest in `repo`, by digest.
+    pub async fn manifests(
+        &self,
+        repo: &str,
+    ) -> Result<Vec<(Digest, ManifestRecord)>, RegistryError> {
+        let prefix = scoped(repo, "manifests");
+        let (kvs, _) = self.store.range(&prefix).await?;
+        kvs.iter()
+            .map(|kv| {
+                let digest = kv.key[prefix.len()..]
+                    .parse()
+                    .map_err(|e| RegistryError::Internal(format!("corrupt key {}: {e}", kv.key)))?;
+                Ok((digest, decode(kv)?))
+            })
+            .collect()
+    }
+
+    /// Every tag of `repo` with the digest it points at, in lexical order of tags.
+    pub async fn tag_targets(&self, repo: &str) -> Result<Vec<(String, String)>, RegistryError> {
+        let prefix = scoped(repo, "tags");
+        let (kvs, _) = self.store.range(&prefix).await?;
+        kvs.iter()
+            .map(|kv| {
+                let t: TagRecord = decode(kv)?;
+                Ok((kv.key[prefix.len()..].to_string(), t.digest))
+            })
+            .collect()
+    }
+
+    /// Records that a manifest was pulled now.
+    pub async fn record_pull(&self, repo: &str, digest: &Digest) -> Result<(), RegistryError> {
+        let record = PullRecord {
+            at: self.now_millis(),
+        };
+        self.store
+            .txn(Txn::new().put(
+                format!("{}{digest}", scoped(repo, "pulls")),
+                encode(&record),
+            ))
+            .await?;
+        Ok(())
+    }
+
+    /// When a manifest was last pulled.
+    pub async fn last_pull(
+        &self,
+        repo: &str,
+        digest: &Digest,
+    ) -> Result<Option<i64>, RegistryError> {
+        Ok(self
+            .read::<PullRecord>(&format!("{}{digest}", scoped(repo, "pulls")))
+            .await?
+            .map(|(p, _)| p.at))
     }
 
     /// Whether the repository exists.
@@ -137,14 +414,11 @@ impl Metadata {
         digest: &Digest,
         size: u64,
     ) -> Result<(), RegistryError> {
-        let txn = Txn::new().put(
-            format!("{}{digest}", scoped(repo, "blobs")),
-            encode(&BlobLink { size }),
-        );
-        self.store
-            .txn(self.with_repository(repo, txn).await?)
-            .await?;
-        Ok(())
+        let key = format!("{}{digest}", scoped(repo, "blobs"));
+        self.commit_in_repository(repo, |_| {
+            Ok(Txn::new().put(&key, encode(&BlobLink { size })))
+        })
+        .await
     }
 
     /// The blob's link in `repo`.
@@ -179,8 +453,10 @@ impl Metadata {
         }
     }
 
-    /// Stores a manifest record, and optionally points `tag` at it and records it as a
-    /// referrer of its subject, in one transaction.
+    /// Stores a manifest record (stamping its push time), and optionally points `tag`
+    /// at it and records it as a referrer of its subject, in one transaction. Moving a
+    /// tag the repository holds immutable is `TAG_INVALID` ([`RegistryError::TagImmutable`]);
+    /// re-pushing the manifest a tag already points at is not a move.
     pub async fn put_manifest(
         &self,
         repo: &str,
@@ -188,39 +464,69 @@ impl Metadata {
         record: &ManifestRecord,
         tag: Option<&str>,
     ) -> Result<(), RegistryError> {
-        let mut txn = Txn::new().put(
-            format!("{}{digest}", scoped(repo, "manifests")),
-            encode(record),
-        );
-        if let Some(tag) = tag {
-            txn = txn.put(
-                format!("{}{tag}", scoped(repo, "tags")),
-                encode(&TagRecord {
-                    digest: digest.to_string(),
-                }),
-            );
-        }
-        if let Some(subject) = &record.subject {
-            let mut descriptor = serde_json::json!({
-                "mediaType": record.media_type,
-                "digest": digest.to_string(),
-                "size": record.size,
-            });
-            if let Some(t) = &record.artifact_type {
-                descriptor["artifactType"] = Value::String(t.clone());
+        let mut record = record.clone();
+        let manifest_key = format!("{}{digest}", scoped(repo, "manifests"));
+        // A re-push keeps the first push time, as ECR does.
+        record.pushed_at = match self.read::<ManifestRecord>(&manifest_key).await? {
+            Some((old, _)) if old.pushed_at.is_some() => old.pushed_at,
+            _ => Some(self.now_millis()),
+        };
+        let digest_text = digest.to_string();
+        for _ in 0..8 {
+            // The tag is read on every attempt: losing a race to a concurrent push of the
+            // same tag must re-check immutability against what that push wrote.
+            let tag_state = match tag {
+                Some(tag) => {
+                    let key = format!("{}{tag}", scoped(repo, "tags"));
+                    let current = self.read::<TagRecord>(&key).await?;
+                    Some((tag, key, current))
+                }
+                None => None,
+            };
+            let committed = self.try_commit_in_repository(repo, |repository| {
+            let mut txn = Txn::new().put(&manifest_key, encode(&record));
+            if let Some((tag, key, current)) = &tag_state {
+                match current {
+                    Some((old, _)) if old.digest != digest_text && !repository.tag_is_mutable(tag) => {
+                        return Err(RegistryError::TagImmutable(format!(
+                            "The image tag '{tag}' already exists in the '{repo}' repository and cannot be overwritten because the repository is immutable."
+                        )));
+                    }
+                    Some((_, rev)) => txn = txn.when_mod_revision(key, *rev),
+                    None => txn = txn.when_mod_revision(key, 0),
+                }
+                txn = txn.put(
+                    key,
+                    encode(&TagRecord {
+                        digest: digest_text.clone(),
+                    }),
+                );
             }
-            if let Some(a) = &record.annotations {
-                descriptor["annotations"] = a.clone();
+            if let Some(subject) = &record.subject {
+                let mut descriptor = serde_json::json!({
+                    "mediaType": record.media_type,
+                    "digest": digest_text,
+                    "size": record.size,
+                });
+                if let Some(t) = &record.artifact_type {
+                    descriptor["artifactType"] = Value::String(t.clone());
+                }
+                if let Some(a) = &record.annotations {
+                    descriptor["annotations"] = a.clone();
+                }
+                txn = txn.put(
+                    format!("{}{subject}/{digest}", scoped(repo, "referrers")),
+                    encode(&descriptor),
+                );
             }
-            txn = txn.put(
-                format!("{}{subject}/{digest}", scoped(repo, "referrers")),
-                encode(&descriptor),
-            );
+            Ok(txn)
+        })
+        .await?;
+            if committed {
+                return Ok(());
+            }
         }
-        self.store
-            .txn(self.with_repository(repo, txn).await?)
-            .await?;
-        Ok(())
+        Err(Self::lost_races(repo))
     }
 
     /// A manifest's record.
@@ -315,8 +621,12 @@ impl Metadata {
         kvs.iter().map(decode).collect()
     }
 
-    /// Records a new upload session.
+    /// Records a new upload session. Starting one in a repository that does not exist
+    /// is `NAME_UNKNOWN` unless pushes create repositories.
     pub async fn create_upload(&self, id: &str, repo: &str) -> Result<(), RegistryError> {
+        if self.creation == RepositoryCreation::Explicit && !self.repository_exists(repo).await? {
+            return Err(Self::no_repository(repo));
+        }
         let record = UploadRecord {
             repository: repo.to_string(),
             size: 0,
@@ -363,5 +673,33 @@ impl Metadata {
     pub async fn delete_upload(&self, id: &str) -> Result<(), RegistryError> {
         self.store.txn(Txn::new().delete(upload_key(id))).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards() {
+        for (p, t, m) in [
+            ("dev-*", "dev-1", true),
+            ("dev-*", "prod", false),
+            ("*", "", true),
+            ("a*b*c", "aXbYc", true),
+            ("a*b*c", "acb", false),
+            ("ab*ba", "aba", false),
+            ("exact", "exact", true),
+            ("*-rc", "1.0-rc", true),
+        ] {
+            assert_eq!(wildcard_match(p, t), m, "{p} {t}");
+        }
+        let r = RepositoryRecord {
+            tag_mutability: TagMutability::Immutable,
+            mutability_exclusions: vec!["dev*".into()],
+            ..Default::default()
+        };
+        assert!(r.tag_is_mutable("dev1") && !r.tag_is_mutable("v1"));
+        assert!(RepositoryRecord::default().tag_is_mutable("v1"));
     }
 }

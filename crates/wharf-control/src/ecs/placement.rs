@@ -188,7 +188,7 @@ pub(crate) fn place(
         if used.iter().any(|u| &u.value.arn == arn) {
             continue;
         }
-        if let Some(record) = cluster.instances.iter().find(|i| &i.value.arn == arn) {
+        if let Some(record) = cluster.instance_by_arn(arn) {
             used.push(record.clone());
         }
     }

@@ -35,9 +35,22 @@ pub(crate) struct ClusterState {
     /// Every task of the cluster by id, stopped ones included.
     pub tasks: HashMap<String, Versioned<TaskRecord>>,
     tasks_by_instance: HashMap<String, BTreeSet<String>>,
+    /// Instances (by ARN) whose tasks changed since their snapshot was computed. Task
+    /// events arrive far more often than placements read, so snapshots are recomputed
+    /// when read rather than on every event.
+    dirty: BTreeSet<String>,
 }
 
 impl ClusterState {
+    /// An instance by ARN (its last segment is the id that indexes `positions`).
+    pub fn instance_by_arn(&self, instance_arn: &str) -> Option<&Versioned<InstanceRecord>> {
+        let id = instance_arn.rsplit('/').next().unwrap_or(instance_arn);
+        let position = *self.positions.get(id)?;
+        self.instances
+            .get(position)
+            .filter(|i| i.value.arn == instance_arn)
+    }
+
     /// The tasks placed on an instance.
     pub fn tasks_on<'a>(
         &'a self,
@@ -62,6 +75,7 @@ impl ClusterState {
     }
 
     fn put_instance(&mut self, id: &str, record: Versioned<InstanceRecord>) {
+        self.dirty.remove(&record.value.arn);
         let snapshot = instance_snapshot(&record.value, self.tasks_on(&record.value.arn));
         match self.positions.get(id) {
             Some(&position) => {
@@ -108,10 +122,15 @@ impl ClusterState {
                 .insert(id.to_owned());
             touched.push(arn);
         }
-        for arn in &touched {
-            self.refresh_instance(arn);
-        }
+        self.dirty.extend(touched.iter().cloned());
         touched
+    }
+
+    /// Recomputes the snapshots of the instances whose tasks changed.
+    fn refresh_dirty(&mut self) {
+        for arn in std::mem::take(&mut self.dirty) {
+            self.refresh_instance(&arn);
+        }
     }
 
     fn delete_task(&mut self, id: &str) -> Vec<String> {
@@ -124,7 +143,7 @@ impl ClusterState {
         if let Some(set) = self.tasks_by_instance.get_mut(&arn) {
             set.remove(id);
         }
-        self.refresh_instance(&arn);
+        self.dirty.insert(arn.clone());
         vec![arn]
     }
 }
@@ -249,8 +268,22 @@ impl StateView {
         cluster: &str,
         read: impl FnOnce(&ClusterState) -> R,
     ) -> R {
+        let key = (region.to_owned(), cluster.to_owned());
+        let stale = {
+            let state = self.state.read().expect("view lock poisoned");
+            state
+                .clusters
+                .get(&key)
+                .is_some_and(|c| !c.dirty.is_empty())
+        };
+        if stale {
+            let mut state = self.state.write().expect("view lock poisoned");
+            if let Some(cluster) = state.clusters.get_mut(&key) {
+                cluster.refresh_dirty();
+            }
+        }
         let state = self.state.read().expect("view lock poisoned");
-        match state.clusters.get(&(region.to_owned(), cluster.to_owned())) {
+        match state.clusters.get(&key) {
             Some(cluster) => read(cluster),
             None => read(&ClusterState::default()),
         }
