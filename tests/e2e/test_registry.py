@@ -81,3 +81,44 @@ def test_private_repositories_refuse_anonymous_pulls(wharf, docker_env):
     assert refused.returncode != 0
     text = (refused.stderr + refused.stdout).lower()
     assert "unauthorized" in text or "no basic auth credentials" in text, text
+
+
+def test_an_agent_pulls_from_the_registry_with_its_own_token(wharf_factory, docker_env):
+    w = wharf_factory(agent=True, extra_env={"ECS_CONTAINER_STOP_TIMEOUT": "1s"})
+    w.start()
+    registry = registry_address(w)
+    image = f"{registry}/team/pulled:1"
+    ecs = w.client()
+    instance = None
+    try:
+        w.aws("ecr", "create-repository", "--repository-name", "team/pulled")
+        password = w.aws_run("ecr", "get-login-password").stdout
+        docker("login", "--username", "AWS", "--password-stdin", registry,
+               env=docker_env, stdin=password)
+        docker("tag", IMAGE, image)
+        docker("push", image, env=docker_env)
+        # Only the registry has the image now: the agent must pull it.
+        docker("rmi", image)
+        assert docker("image", "inspect", image, check=False).returncode != 0
+
+        ecs.register_task_definition(family="pulled", containerDefinitions=[{
+            "name": "app", "image": image, "memory": 32, "command": ["sleep", "600"]}])
+        arn = ecs.run_task(taskDefinition="pulled")["tasks"][0]["taskArn"]
+        instance = ecs.list_container_instances()["containerInstanceArns"][0]
+        ecs.get_waiter("tasks_running").wait(
+            tasks=[arn], WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+        task = ecs.describe_tasks(tasks=[arn])["tasks"][0]
+        assert task["lastStatus"] == "RUNNING"
+        assert "pullStartedAt" in task and "pullStoppedAt" in task
+        assert docker("image", "inspect", image, check=False).returncode == 0
+        ecs.stop_task(task=arn)
+        ecs.get_waiter("tasks_stopped").wait(
+            tasks=[arn], WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+    finally:
+        w.stop()
+        if instance:
+            ids = docker("ps", "-aq", "--filter",
+                         f"label=wharf.container-instance-arn={instance}").stdout.split()
+            if ids:
+                docker("rm", "-f", *ids, check=False)
+        docker("rmi", image, check=False)

@@ -10,6 +10,8 @@ use wharf_aws::sigv4::{sign_http_request, SigningCredentials, SigningScope};
 
 /// The target prefix of ECS operations.
 const ECS_TARGET_PREFIX: &str = "AmazonEC2ContainerServiceV20141113";
+/// The target prefix of ECR operations.
+const ECR_TARGET_PREFIX: &str = "AmazonEC2ContainerRegistry_V20150921";
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -109,10 +111,28 @@ impl EcsClient {
 
     /// Calls one ECS operation.
     pub async fn call(&self, operation: &str, input: &Value) -> Result<Value, ClientError> {
+        self.call_service("ecs", ECS_TARGET_PREFIX, operation, input)
+            .await
+    }
+
+    /// Calls one ECR operation (the same endpoint serves every Wharf API).
+    pub async fn call_ecr(&self, operation: &str, input: &Value) -> Result<Value, ClientError> {
+        self.call_service("ecr", ECR_TARGET_PREFIX, operation, input)
+            .await
+    }
+
+    /// Calls one operation of a JSON 1.1 service, signed for `signing_name`.
+    async fn call_service(
+        &self,
+        signing_name: &str,
+        target_prefix: &str,
+        operation: &str,
+        input: &Value,
+    ) -> Result<Value, ClientError> {
         let body = serde_json::to_vec(input).map_err(|e| ClientError::Malformed(e.to_string()))?;
         let mut request = http::Request::post(format!("{}/", self.endpoint))
             .header("content-type", "application/x-amz-json-1.1")
-            .header("x-amz-target", format!("{ECS_TARGET_PREFIX}.{operation}"))
+            .header("x-amz-target", format!("{target_prefix}.{operation}"))
             .body(Full::new(Bytes::from(body.clone())))
             .map_err(|e| ClientError::Malformed(e.to_string()))?;
         sign_http_request(
@@ -121,7 +141,7 @@ impl EcsClient {
             &self.credentials,
             SigningScope {
                 region: &self.region,
-                service: "ecs",
+                service: signing_name,
             },
             chrono::Utc::now(),
         )

@@ -194,6 +194,84 @@ async fn register(options: &NodeOptions, facts: &HostFacts) -> Result<(String, S
     Ok((cluster_arn, instance_arn))
 }
 
+/// ECR tokens for images in Wharf's own registry: GetAuthorizationToken with the
+/// agent's own key, cached until an hour before the token expires.
+struct EcrCredentials {
+    client: EcsClient,
+    cached: tokio::sync::Mutex<Option<CachedToken>>,
+}
+
+struct CachedToken {
+    /// The registry's `host:port`, from the token's `proxyEndpoint`.
+    host: String,
+    password: String,
+    refresh_after: std::time::Instant,
+}
+
+impl EcrCredentials {
+    async fn token(&self) -> Option<(String, String)> {
+        let mut cached = self.cached.lock().await;
+        if let Some(token) = cached.as_ref() {
+            if std::time::Instant::now() < token.refresh_after {
+                return Some((token.host.clone(), token.password.clone()));
+            }
+        }
+        let answer = match self
+            .client
+            .call_ecr("GetAuthorizationToken", &json!({}))
+            .await
+        {
+            Ok(answer) => answer,
+            Err(error) => {
+                tracing::warn!(%error, "no registry token; pulling anonymously");
+                return None;
+            }
+        };
+        let data = &answer["authorizationData"][0];
+        let decoded = base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            data["authorizationToken"].as_str()?,
+        )
+        .ok()?;
+        let decoded = String::from_utf8(decoded).ok()?;
+        let (_, password) = decoded.split_once(':')?;
+        let endpoint = data["proxyEndpoint"].as_str()?;
+        let host = endpoint
+            .split_once("://")
+            .map_or(endpoint, |(_, rest)| rest)
+            .trim_end_matches('/')
+            .to_owned();
+        let now_secs = chrono::Utc::now().timestamp() as f64;
+        let lifetime = data["expiresAt"].as_f64().map_or(0.0, |at| at - now_secs);
+        let refresh_in = std::time::Duration::from_secs_f64((lifetime - 3600.0).max(60.0));
+        *cached = Some(CachedToken {
+            host: host.clone(),
+            password: password.to_owned(),
+            refresh_after: std::time::Instant::now() + refresh_in,
+        });
+        Some((host, password.to_owned()))
+    }
+}
+
+/// The registry host of an image reference (`host[:port]/repo:tag`), when it names one.
+fn image_registry(image: &str) -> Option<&str> {
+    let (first, _) = image.split_once('/')?;
+    (first.contains('.') || first.contains(':') || first == "localhost").then_some(first)
+}
+
+#[async_trait]
+impl crate::engine::RegistryCredentials for EcrCredentials {
+    async fn for_image(&self, image: &str) -> Option<crate::runtime::RegistryAuth> {
+        let registry = image_registry(image)?;
+        let (host, password) = self.token().await?;
+        (host == registry).then(|| crate::runtime::RegistryAuth {
+            username: "AWS".to_owned(),
+            password,
+            server_address: host,
+        })
+    }
+}
+
 /// Serves the engine's tasks to the metadata endpoint.
 struct EngineMetadata {
     engine: Arc<TaskEngine>,
@@ -460,6 +538,12 @@ pub async fn run_node(
         None => None,
     };
     engine_config.metadata_endpoint = metadata_base.clone();
+    engine_config.registry_credentials = Some(crate::engine::RegistryCredentialSource(Arc::new(
+        EcrCredentials {
+            client: options.client.clone(),
+            cached: tokio::sync::Mutex::new(None),
+        },
+    )));
     let reporter = Arc::new(EcsReporter::new(
         options.client.clone(),
         cluster_arn.clone(),
@@ -519,5 +603,20 @@ mod tests {
         assert_eq!(prefixer.apply(b"\n"), b"web | \n".to_vec());
         assert_eq!(prefixer.apply(b""), b"".to_vec());
         assert_eq!(prefixer.apply(b"three\n"), b"web | three\n".to_vec());
+    }
+
+    #[test]
+    fn the_registry_of_an_image_reference() {
+        assert_eq!(
+            image_registry("127.0.0.1:5000/team/web:1"),
+            Some("127.0.0.1:5000")
+        );
+        assert_eq!(image_registry("localhost/x"), Some("localhost"));
+        assert_eq!(
+            image_registry("registry.example/app"),
+            Some("registry.example")
+        );
+        assert_eq!(image_registry("team/web:1"), None);
+        assert_eq!(image_registry("busybox"), None);
     }
 }

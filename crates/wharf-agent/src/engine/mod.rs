@@ -74,6 +74,26 @@ pub struct EngineConfig {
     /// `http://172.17.0.1:51679`); when set, every container gets
     /// `ECS_CONTAINER_METADATA_URI_V4=<base>/v4/<metadata id>`.
     pub metadata_endpoint: Option<String>,
+    /// Where registry credentials for image pulls come from (none: pull anonymously).
+    pub registry_credentials: Option<RegistryCredentialSource>,
+}
+
+/// Registry credentials for an image, e.g. an ECR token for images in Wharf's own
+/// registry.
+#[async_trait::async_trait]
+pub trait RegistryCredentials: Send + Sync + 'static {
+    /// The credentials to pull `image` with, if its registry needs any this source has.
+    async fn for_image(&self, image: &str) -> Option<crate::runtime::RegistryAuth>;
+}
+
+/// A shared [`RegistryCredentials`], as the engine's configuration holds it.
+#[derive(Clone)]
+pub struct RegistryCredentialSource(pub Arc<dyn RegistryCredentials>);
+
+impl std::fmt::Debug for RegistryCredentialSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RegistryCredentialSource")
+    }
 }
 
 impl EngineConfig {
@@ -88,6 +108,7 @@ impl EngineConfig {
             image_pull_behavior: ImagePullBehavior::Default,
             logging_drivers: vec!["json-file".into(), "none".into()],
             metadata_endpoint: None,
+            registry_credentials: None,
         }
     }
 }

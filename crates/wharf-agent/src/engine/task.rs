@@ -616,7 +616,11 @@ impl TaskRun {
                 continue;
             }
             self.pull_started_at.get_or_insert_with(Utc::now);
-            let result = runtime.pull_image(&image, None).await;
+            let auth = match &self.engine.config.registry_credentials {
+                Some(source) => source.0.for_image(&image).await,
+                None => None,
+            };
+            let result = runtime.pull_image(&image, auth.as_ref()).await;
             self.pull_stopped_at = Some(Utc::now());
             match result {
                 Ok(()) => {
