@@ -199,7 +199,7 @@ impl EcsService {
             self.view().await?
         };
         let changed: Vec<super::tasks::TaskRecord> =
-            view.read_cluster(&target.region, &target.cluster, |state| {
+            view.read_cluster_records(&target.region, &target.cluster, |state| {
                 state
                     .tasks_on(&target.instance_arn)
                     .filter(|t| {

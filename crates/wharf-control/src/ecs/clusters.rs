@@ -157,7 +157,7 @@ impl EcsService {
 
     async fn cluster_counts(&self, cx: &Cx<'_>, name: &str) -> Result<ClusterCounts, AwsError> {
         let view = self.fresh_view().await?;
-        Ok(view.read_cluster(cx.region, name, |state| {
+        Ok(view.read_cluster_records(cx.region, name, |state| {
             let mut counts = ClusterCounts {
                 registered_instances: state
                     .instances

@@ -393,7 +393,7 @@ impl EcsService {
             (Some(arn), _) => self.find_instance(cx, &cluster.name, arn).await?,
             (None, Some(ec2_id)) => {
                 let view = self.fresh_view().await?;
-                view.read_cluster(cx.region, &cluster.name, |state| {
+                view.read_cluster_records(cx.region, &cluster.name, |state| {
                     state
                         .instances
                         .iter()
@@ -552,7 +552,7 @@ impl EcsService {
                 continue;
             }
             if let Some(filter) = &filter {
-                let matches = view.read_cluster(cx.region, &cluster.name, |state| {
+                let matches = view.read_cluster_records(cx.region, &cluster.name, |state| {
                     filter.matches(&super::placement::instance_snapshot(
                         record,
                         state.tasks_on(&record.arn),

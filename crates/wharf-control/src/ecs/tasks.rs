@@ -339,7 +339,7 @@ impl EcsService {
         instance_arn: &str,
     ) -> Result<Usage, AwsError> {
         let view = self.fresh_view().await?;
-        Ok(view.read_cluster(cx.region, cluster, |state| {
+        Ok(view.read_cluster_records(cx.region, cluster, |state| {
             Usage::of(instance_arn, state.tasks_on(instance_arn))
         }))
     }
@@ -350,7 +350,7 @@ impl EcsService {
         cluster: &str,
     ) -> Result<bool, AwsError> {
         let view = self.fresh_view().await?;
-        Ok(view.read_cluster(cx.region, cluster, |state| {
+        Ok(view.read_cluster_records(cx.region, cluster, |state| {
             state
                 .tasks
                 .values()
@@ -830,7 +830,7 @@ impl EcsService {
         }
         let service_group = req.service_name.as_ref().map(|s| format!("service:{s}"));
         let view = self.fresh_view().await?;
-        let mut arns: Vec<String> = view.read_cluster(cx.region, &cluster.name, |state| {
+        let mut arns: Vec<String> = view.read_cluster_records(cx.region, &cluster.name, |state| {
             state
                 .tasks
                 .values()

@@ -261,7 +261,8 @@ impl StateView {
         .await;
     }
 
-    /// Runs `read` on one cluster's state (an empty state if the view has none).
+    /// Runs `read` on one cluster's state (an empty state if the view has none), with
+    /// its placement snapshots brought up to date first.
     pub fn read_cluster<R>(
         &self,
         region: &str,
@@ -284,6 +285,21 @@ impl StateView {
         }
         let state = self.state.read().expect("view lock poisoned");
         match state.clusters.get(&key) {
+            Some(cluster) => read(cluster),
+            None => read(&ClusterState::default()),
+        }
+    }
+
+    /// Runs `read` on one cluster's state without bringing its placement snapshots up
+    /// to date: for readers of records (tasks, instances), which are always current.
+    pub fn read_cluster_records<R>(
+        &self,
+        region: &str,
+        cluster: &str,
+        read: impl FnOnce(&ClusterState) -> R,
+    ) -> R {
+        let state = self.state.read().expect("view lock poisoned");
+        match state.clusters.get(&(region.to_owned(), cluster.to_owned())) {
             Some(cluster) => read(cluster),
             None => read(&ClusterState::default()),
         }
