@@ -47,6 +47,10 @@ pub(crate) fn api_router(
         front = front.service(ecr);
     }
     let front = front.router();
+    wharf_control::ecs::housekeeping::spawn_housekeeping(
+        ecs.clone(),
+        std::time::Duration::from_secs(60),
+    );
     Router::new()
         .route("/_wharf/health", get(|| async { "ok\n" }))
         .merge(agent_channel_router(ecs, credentials, channel))
@@ -56,9 +60,40 @@ pub(crate) fn api_router(
 /// Opens the durable embedded store under the data directory.
 pub(crate) fn open_store(data_dir: &std::path::Path) -> anyhow::Result<Arc<dyn Store>> {
     let path = data_dir.join("state.db");
-    let store = SqliteStore::open(&path, Durability::Full)
-        .with_context(|| format!("opening {}", path.display()))?;
-    Ok(Arc::new(store))
+    let store = Arc::new(
+        SqliteStore::open(&path, Durability::Full)
+            .with_context(|| format!("opening {}", path.display()))?,
+    );
+    spawn_log_compaction(Arc::downgrade(&store));
+    Ok(store)
+}
+
+/// How many revisions of change log the store keeps for watchers to resume from; a
+/// watcher further behind reloads.
+const RETAINED_REVISIONS: i64 = 100_000;
+
+/// Trims the store's change log every minute, so that the database does not grow
+/// with every write ever made.
+fn spawn_log_compaction(store: std::sync::Weak<SqliteStore>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+            let Some(store) = store.upgrade() else {
+                return;
+            };
+            let Ok(revision) = store.revision().await else {
+                continue;
+            };
+            if revision > RETAINED_REVISIONS {
+                if let Err(error) = store.compact(revision - RETAINED_REVISIONS).await {
+                    tracing::warn!(%error, "compacting the change log failed");
+                }
+            }
+        }
+    });
 }
 
 async fn shutdown_signal(stop: tokio::sync::watch::Sender<bool>) {

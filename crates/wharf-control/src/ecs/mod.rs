@@ -21,6 +21,7 @@ pub mod agent_liveness;
 pub mod agent_sessions;
 mod capacity_providers;
 mod clusters;
+pub mod housekeeping;
 mod instances;
 mod keys;
 mod paging;

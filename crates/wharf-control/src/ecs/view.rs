@@ -305,6 +305,25 @@ impl StateView {
         }
     }
 
+    /// Every task that stopped before `cutoff` (epoch milliseconds), as
+    /// (region, cluster, task id, revision).
+    pub fn tasks_stopped_before(&self, cutoff: i64) -> Vec<(String, String, String, Revision)> {
+        let state = self.state.read().expect("view lock poisoned");
+        state
+            .clusters
+            .iter()
+            .flat_map(|((region, cluster), c)| {
+                c.tasks
+                    .iter()
+                    .filter(|(_, t)| {
+                        t.value.lifecycle.last() == wharf_model::TaskStatus::Stopped
+                            && t.value.stopped_at.is_some_and(|at| at < cutoff)
+                    })
+                    .map(move |(id, t)| (region.clone(), cluster.clone(), id.clone(), t.revision))
+            })
+            .collect()
+    }
+
     /// Every live instance whose record says its agent is connected, as
     /// (region, cluster, instance id, instance ARN).
     pub fn instances_claiming_agent(&self) -> Vec<(String, String, String, String)> {
