@@ -194,6 +194,29 @@ pub(crate) async fn run(
     });
     if let Some((registry, listener)) = registry {
         println!("  registry:    http://{}", listener.local_addr()?);
+        // Lifecycle policies are evaluated on a schedule, as ECR does (ECR promises
+        // within 24 hours; every ten minutes here).
+        let ecr = registry.ecr.clone();
+        let mut stopping = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(600)) => {}
+                    _ = stopping.wait_for(|s| *s) => return,
+                }
+                match ecr
+                    .apply_lifecycle_policies(chrono::Utc::now().timestamp_millis())
+                    .await
+                {
+                    Ok(runs) => {
+                        for run in runs.iter().filter(|r| !r.expired.is_empty()) {
+                            tracing::info!(repository = %run.repository, images = run.expired.len(), "lifecycle policy expired images");
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, "lifecycle evaluation failed"),
+                }
+            }
+        });
         let mut stopping = shutdown.clone();
         tokio::spawn(async move {
             let served = axum::serve(listener, registry.router)

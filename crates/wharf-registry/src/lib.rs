@@ -26,6 +26,7 @@ pub mod manifest;
 pub mod metadata;
 pub mod names;
 pub mod storage;
+pub mod storage_s3;
 
 pub use api::{registry_router, RegistryState, Route};
 pub use auth::{Action, AllowAll, AuthChallenge, BasicTokens, RegistryAuth, TokenVerifier};

@@ -933,7 +933,7 @@ async fn tokens_are_valid_until_they_expire_and_survive_restarts() {
 async fn unsupported_operations_and_bad_input() {
     let h = Harness::new();
     assert_eq!(
-        h.err("GetLifecyclePolicy", json!({"repositoryName": "ab"}))
+        h.err("GetRepositoryPolicy", json!({"repositoryName": "ab"}))
             .await,
         "UnknownOperationException"
     );

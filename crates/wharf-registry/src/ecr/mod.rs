@@ -13,6 +13,7 @@
 
 mod images;
 mod layers;
+pub mod lifecycle;
 mod repositories;
 pub mod tokens;
 
@@ -30,6 +31,9 @@ use wharf_aws::model::ServiceModel;
 use wharf_aws::{AwsError, AwsService, CallContext, Protocol, ServiceInput, ServiceOutput};
 use wharf_store::Store;
 
+pub use lifecycle::{
+    evaluate, parse_policy, Expiration, LifecycleImage, LifecyclePolicy, LifecycleRun,
+};
 pub use tokens::{EcrTokens, IssuedToken, TOKEN_LIFETIME_MILLIS};
 
 /// The botocore model of the ECR API, which decides the wire shapes.
@@ -156,6 +160,13 @@ impl EcrService {
             "CompleteLayerUpload" => self.complete_layer_upload(parse(input)?).await,
             "GetDownloadUrlForLayer" => self.get_download_url_for_layer(parse(input)?).await,
             "GetAuthorizationToken" => self.get_authorization_token().await,
+            "PutLifecyclePolicy" => self.put_lifecycle_policy(parse(input)?).await,
+            "GetLifecyclePolicy" => self.get_lifecycle_policy(parse(input)?).await,
+            "DeleteLifecyclePolicy" => self.delete_lifecycle_policy(parse(input)?).await,
+            "StartLifecyclePolicyPreview" => {
+                self.start_lifecycle_policy_preview(parse(input)?).await
+            }
+            "GetLifecyclePolicyPreview" => self.get_lifecycle_policy_preview(parse(input)?).await,
             other => Err(AwsError::client(
                 "UnknownOperationException",
                 format!("Operation {other} is not supported by Wharf's ECR API."),
