@@ -50,7 +50,14 @@ pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let file = args
         .config
         .or_else(wharf_agent::config::default_config_path);
-    let config = AgentConfig::load(file.as_deref(), &env)?;
+    let config = match AgentConfig::load(file.as_deref(), &env) {
+        Ok(config) => config,
+        Err(error) => {
+            crate::init_logging("info");
+            return Err(error.into());
+        }
+    };
+    crate::init_logging(&config.log_level.tracing_level().to_string().to_lowercase());
     let endpoint = config
         .backend_host
         .clone()

@@ -112,15 +112,24 @@ pub(crate) fn data_dir_or_default(data_dir: Option<PathBuf>) -> anyhow::Result<P
     Ok(PathBuf::from(home).join(".local/share/wharf"))
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+/// Logs to stderr at `WHARF_LOG`'s filter, or at `default_level`.
+pub(crate) fn init_logging(default_level: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WHARF_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .init();
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // The agent logs at its configuration's ECS_LOGLEVEL; it sets up logging itself
+    // once it has read its configuration.
+    if !matches!(cli.command, Command::Agent(_)) {
+        init_logging("info");
+    }
     let runtime = tokio::runtime::Runtime::new()?;
     match cli.command {
         Command::Up(args) => runtime.block_on(server::run(

@@ -209,13 +209,15 @@ pub struct EcsReporter {
 }
 
 impl EcsReporter {
-    /// A reporter for the instance's `cluster` (name or ARN): up to 10 attempts per
-    /// report, backing off from 100 ms to 10 s.
+    /// A reporter for the instance's `cluster` (name or ARN). A report that may
+    /// succeed later (the control plane is restarting, say) is retried until it is
+    /// acknowledged, backing off from 100 ms to 10 s; state changes are idempotent, so
+    /// a repeat is harmless.
     pub fn new(client: EcsClient, cluster: impl Into<String>) -> Self {
         EcsReporter {
             client,
             cluster: cluster.into(),
-            attempts: 10,
+            attempts: u32::MAX,
             first_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(10),
         }
