@@ -20,6 +20,7 @@ use async_trait::async_trait;
 
 pub mod error;
 pub mod front;
+pub mod json;
 pub mod model;
 pub mod pagination;
 pub mod query;

@@ -13,6 +13,8 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::AwsError;
+
 /// Why a model file could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -89,6 +91,38 @@ pub struct Violation {
     pub path: String,
     /// What is wrong.
     pub kind: ViolationKind,
+}
+
+/// A message in the style of AWS's validation messages.
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let path = if self.path.is_empty() {
+            "request"
+        } else {
+            self.path.as_str()
+        };
+        let bound = |b: &Option<f64>| b.map(|b| b.to_string()).unwrap_or_default();
+        match &self.kind {
+            ViolationKind::MissingRequired => write!(f, "{path} is required but was not given."),
+            ViolationKind::WrongType { expected } => {
+                write!(f, "{path} must be of type {expected}.")
+            }
+            ViolationKind::EnumValue { value } => write!(f, "Invalid value {value:?} for {path}."),
+            ViolationKind::Length { min, max, actual } => write!(
+                f,
+                "{path} has length {actual}, outside the allowed range {}..{}.",
+                bound(min),
+                bound(max)
+            ),
+            ViolationKind::Range { min, max, actual } => write!(
+                f,
+                "{path} is {actual}, outside the allowed range {}..{}.",
+                bound(min),
+                bound(max)
+            ),
+            other => write!(f, "{path} is invalid: {other:?}"),
+        }
+    }
 }
 
 /// An error an operation declares.
@@ -408,6 +442,34 @@ impl ServiceModel {
                 })
                 .collect(),
         )
+    }
+
+    /// Checks a JSON 1.1 request against the operation's input shape and maps what is
+    /// wrong to the error AWS's JSON services answer with: an operation the model does
+    /// not have is `UnknownOperationException`, a member of the wrong JSON type
+    /// `SerializationException`, any other violation `InvalidParameterException`.
+    /// Members the model does not know are ignored, as AWS's JSON services do.
+    pub fn check_json_request(&self, operation: &str, value: &Value) -> Result<(), AwsError> {
+        if !self.has_operation(operation) {
+            return Err(AwsError::client(
+                "UnknownOperationException",
+                format!("Unknown operation {operation}"),
+            ));
+        }
+        let Err(violations) = self.validate_input(operation, value) else {
+            return Ok(());
+        };
+        let Some(first) = violations
+            .iter()
+            .find(|v| !matches!(v.kind, ViolationKind::UnknownMember))
+        else {
+            return Ok(());
+        };
+        let code = match first.kind {
+            ViolationKind::WrongType { .. } => "SerializationException",
+            _ => "InvalidParameterException",
+        };
+        Err(AwsError::client(code, first.to_string()))
     }
 
     /// Checks a request body against the operation's input shape. Unknown members are

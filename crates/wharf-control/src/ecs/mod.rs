@@ -190,34 +190,6 @@ impl EcsService {
             )),
         }
     }
-
-    /// Checks a request against the model's input shape and maps what is wrong to the
-    /// exception ECS raises for it.
-    fn check_input(&self, op: &str, input: &Value) -> Result<(), AwsError> {
-        use wharf_aws::model::ViolationKind;
-        if !self.model.has_operation(op) {
-            return Err(AwsError::client(
-                "UnknownOperationException",
-                format!("Unknown operation {op}"),
-            ));
-        }
-        let Err(violations) = self.model.validate_input(op, input) else {
-            return Ok(());
-        };
-        // Members the model does not know are ignored, as AWS's JSON services do;
-        // everything else is the caller's mistake.
-        let mut relevant = violations
-            .iter()
-            .filter(|v| !matches!(v.kind, ViolationKind::UnknownMember));
-        let Some(first) = relevant.next() else {
-            return Ok(());
-        };
-        let code = match first.kind {
-            ViolationKind::WrongType { .. } => "SerializationException",
-            _ => "InvalidParameterException",
-        };
-        Err(AwsError::client(code, describe_violation(first)))
-    }
 }
 
 #[async_trait]
@@ -244,7 +216,7 @@ impl AwsService for EcsService {
                 "ECS speaks AWS JSON 1.1",
             ));
         };
-        self.check_input(operation, &input)?;
+        self.model.check_json_request(operation, &input)?;
         let cx = Cx {
             region: &ctx.region,
             account: if ctx.account_id.is_empty() {
@@ -255,47 +227,8 @@ impl AwsService for EcsService {
             now_millis: self.clock.now_millis(),
         };
         let mut output = self.dispatch(&cx, operation, input).await?;
-        omit_nulls(&mut output);
+        wharf_aws::json::omit_nulls(&mut output);
         Ok(ServiceOutput::Json(output))
-    }
-}
-
-/// Drops `null` members, recursively: AWS leaves absent members out of a response
-/// rather than sending them as null, and strict SDKs tell the two apart.
-fn omit_nulls(value: &mut Value) {
-    match value {
-        Value::Object(members) => {
-            members.retain(|_, v| !v.is_null());
-            members.values_mut().for_each(omit_nulls);
-        }
-        Value::Array(items) => items.iter_mut().for_each(omit_nulls),
-        _ => {}
-    }
-}
-
-/// A message for a model violation, in the style of AWS's validation messages.
-fn describe_violation(violation: &wharf_aws::model::Violation) -> String {
-    use wharf_aws::model::ViolationKind;
-    let path = if violation.path.is_empty() {
-        "request".to_owned()
-    } else {
-        violation.path.clone()
-    };
-    match &violation.kind {
-        ViolationKind::MissingRequired => format!("{path} is required but was not given."),
-        ViolationKind::WrongType { expected } => format!("{path} must be of type {expected}."),
-        ViolationKind::EnumValue { value } => format!("Invalid value {value:?} for {path}."),
-        ViolationKind::Length { min, max, actual } => format!(
-            "{path} has length {actual}, outside the allowed range {}..{}.",
-            min.map(|m| m.to_string()).unwrap_or_default(),
-            max.map(|m| m.to_string()).unwrap_or_default()
-        ),
-        ViolationKind::Range { min, max, actual } => format!(
-            "{path} is {actual}, outside the allowed range {}..{}.",
-            min.map(|m| m.to_string()).unwrap_or_default(),
-            max.map(|m| m.to_string()).unwrap_or_default()
-        ),
-        other => format!("{path} is invalid: {other:?}"),
     }
 }
 

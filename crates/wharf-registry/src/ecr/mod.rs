@@ -174,40 +174,6 @@ impl EcrService {
         }
     }
 
-    /// Checks a request against the model's input shape.
-    fn check_input(&self, op: &str, input: &Value) -> Result<(), AwsError> {
-        use wharf_aws::model::ViolationKind;
-        if !self.model.has_operation(op) {
-            return Err(AwsError::client(
-                "UnknownOperationException",
-                format!("Unknown operation {op}"),
-            ));
-        }
-        let Err(violations) = self.model.validate_input(op, input) else {
-            return Ok(());
-        };
-        // Members the model does not know are ignored, as AWS's JSON services do.
-        let Some(first) = violations
-            .iter()
-            .find(|v| !matches!(v.kind, ViolationKind::UnknownMember))
-        else {
-            return Ok(());
-        };
-        let code = match first.kind {
-            ViolationKind::WrongType { .. } => "SerializationException",
-            _ => "InvalidParameterException",
-        };
-        let path = if first.path.is_empty() {
-            "request".to_owned()
-        } else {
-            format!("'{}'", first.path)
-        };
-        Err(AwsError::client(
-            code,
-            format!("Invalid parameter at {path}: {:?}", first.kind),
-        ))
-    }
-
     /// Refuses calls for another region or registry (see the module documentation).
     fn check_scope(&self, region: &str, input: &Value) -> Result<(), AwsError> {
         if region != self.config.region {
@@ -269,10 +235,10 @@ impl AwsService for EcrService {
                 "ECR speaks AWS JSON 1.1",
             ));
         };
-        self.check_input(operation, &input)?;
+        self.model.check_json_request(operation, &input)?;
         self.check_scope(&ctx.region, &input)?;
         let mut output = self.dispatch(operation, input).await?;
-        omit_nulls(&mut output);
+        wharf_aws::json::omit_nulls(&mut output);
         Ok(ServiceOutput::Json(output))
     }
 }
@@ -281,18 +247,6 @@ impl AwsService for EcrService {
 fn parse<T: DeserializeOwned>(input: Value) -> Result<T, AwsError> {
     serde_json::from_value(input)
         .map_err(|e| AwsError::client("SerializationException", e.to_string()))
-}
-
-/// Drops `null` members, recursively: AWS leaves absent members out.
-fn omit_nulls(value: &mut Value) {
-    match value {
-        Value::Object(members) => {
-            members.retain(|_, v| !v.is_null());
-            members.values_mut().for_each(omit_nulls);
-        }
-        Value::Array(items) => items.iter_mut().for_each(omit_nulls),
-        _ => {}
-    }
 }
 
 fn invalid(message: impl Into<String>) -> AwsError {
