@@ -131,23 +131,9 @@ pub fn channel_url(client: &EcsClient, config: &SessionConfig) -> Result<String,
 fn form_pairs(pairs: &[(&str, &str)]) -> String {
     pairs
         .iter()
-        .map(|(k, v)| format!("{k}={}", percent_encode(v)))
+        .map(|(k, v)| format!("{k}={}", wharf_aws::sigv4::encode_query_component(v)))
         .collect::<Vec<_>>()
         .join("&")
-}
-
-/// RFC 3986 unreserved characters pass; everything else is percent-encoded, as SigV4
-/// canonical query strings require.
-fn percent_encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for byte in value.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 /// Runs the session until `shutdown` turns true, the engine drops `events`, or the
@@ -409,18 +395,5 @@ async fn connect_once(
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percent_encoding_keeps_only_unreserved_characters() {
-        assert_eq!(
-            percent_encode("arn:aws:ecs:us-east-1:0:cluster/a b"),
-            "arn%3Aaws%3Aecs%3Aus-east-1%3A0%3Acluster%2Fa%20b"
-        );
     }
 }

@@ -571,6 +571,13 @@ fn encode_strict(bytes: &[u8]) -> String {
     percent_encoding::percent_encode(bytes, STRICT_ENCODE).to_string()
 }
 
+/// Percent-encodes a query parameter name or value as SigV4's canonical query string
+/// does (only RFC 3986's unreserved characters pass), so that a URL a client builds
+/// with it signs and verifies as sent.
+pub fn encode_query_component(value: &str) -> String {
+    encode_strict(value.as_bytes())
+}
+
 /// The canonical query string: every parameter encoded strictly, sorted by name then
 /// value; a presigned request leaves its own signature out.
 fn canonical_query(query: &[QueryPair], presigned: bool) -> String {

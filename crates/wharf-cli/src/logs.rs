@@ -51,20 +51,6 @@ pub(crate) struct LogsTarget<'a> {
     pub tail: Option<u64>,
 }
 
-/// RFC 3986 unreserved characters pass; everything else is percent-encoded, which is
-/// also what SigV4's canonical query string expects.
-fn percent_encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for byte in value.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
 /// The endpoint's URL for a target, with its parameters in sorted order.
 fn logs_url(target: &LogsTarget<'_>) -> String {
     let mut pairs = vec![
@@ -83,7 +69,7 @@ fn logs_url(target: &LogsTarget<'_>) -> String {
     pairs.sort();
     let query = pairs
         .iter()
-        .map(|(k, v)| format!("{k}={}", percent_encode(v)))
+        .map(|(k, v)| format!("{k}={}", wharf_aws::sigv4::encode_query_component(v)))
         .collect::<Vec<_>>()
         .join("&");
     format!(

@@ -598,3 +598,12 @@ proptest! {
         let _ = verify_headers(&map, now());
     }
 }
+
+#[test]
+fn query_components_keep_only_unreserved_characters() {
+    assert_eq!(
+        encode_query_component("arn:aws:ecs:us-east-1:0:cluster/a b"),
+        "arn%3Aaws%3Aecs%3Aus-east-1%3A0%3Acluster%2Fa%20b"
+    );
+    assert_eq!(encode_query_component("A-z_0.9~"), "A-z_0.9~");
+}
