@@ -240,6 +240,61 @@ pub(crate) async fn run_api(args: ApiBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A `wharf` process the benchmark measures, on a free port over a temporary data
+/// directory, killed when dropped.
+struct ChildWharf {
+    process: tokio::process::Child,
+    client: wharf_agent_channel::client::EcsClient,
+    _data_dir: tempfile::TempDir,
+}
+
+impl ChildWharf {
+    /// Starts `wharf <subcommand…>` and waits until its API answers.
+    async fn start(subcommand: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let data_dir = tempfile::tempdir()?;
+        let port = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
+            probe.local_addr()?.port()
+        };
+        let process = tokio::process::Command::new(std::env::current_exe()?)
+            .args(subcommand)
+            .args(["--api-addr", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(data_dir.path())
+            .args(["--root-access-key", "BENCHKEY:benchsecret"])
+            .env("WHARF_LOG", "warn")
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting wharf {}", subcommand.join(" ")))?;
+        let client = wharf_agent_channel::client::EcsClient::new(
+            &format!("http://127.0.0.1:{port}"),
+            "us-east-1",
+            SigningCredentials {
+                access_key_id: "BENCHKEY".to_owned(),
+                secret_access_key: "benchsecret".to_owned(),
+                session_token: None,
+            },
+        );
+        let ready = Instant::now();
+        loop {
+            match client.call("ListClusters", &json!({})).await {
+                Ok(_) => break,
+                Err(_) if ready.elapsed() < Duration::from_secs(20) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Err(e) => anyhow::bail!("wharf {} did not come up: {e}", subcommand.join(" ")),
+            }
+        }
+        Ok(ChildWharf {
+            process,
+            client,
+            _data_dir: data_dir,
+        })
+    }
+}
+
 /// Flags of `wharf bench placement`.
 #[derive(Args, Clone)]
 pub(crate) struct PlacementBenchArgs {
@@ -269,41 +324,10 @@ fn peak_rss_mib(pid: u32) -> Option<f64> {
 pub(crate) async fn run_placement(args: PlacementBenchArgs) -> anyhow::Result<()> {
     use std::sync::atomic::Ordering;
     use wharf_agent::hollow::{start_fleet, HollowFleetConfig};
-    use wharf_agent_channel::client::EcsClient;
 
-    let dir = tempfile::tempdir()?;
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
-        probe.local_addr()?.port()
-    };
-    let endpoint = format!("http://127.0.0.1:{port}");
-    let mut server = tokio::process::Command::new(std::env::current_exe()?)
-        .args(["server", "--api-addr", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(["--root-access-key", "BENCHKEY:benchsecret"])
-        .env("WHARF_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting the control plane")?;
-    let pid = server.id().context("control plane has no pid")?;
-    let credentials = SigningCredentials {
-        access_key_id: "BENCHKEY".to_owned(),
-        secret_access_key: "benchsecret".to_owned(),
-        session_token: None,
-    };
-    let client = EcsClient::new(&endpoint, "us-east-1", credentials);
-    let ready = Instant::now();
-    loop {
-        match client.call("ListClusters", &json!({})).await {
-            Ok(_) => break,
-            Err(_) if ready.elapsed() < Duration::from_secs(20) => {
-                tokio::time::sleep(Duration::from_millis(50)).await
-            }
-            Err(e) => anyhow::bail!("control plane did not come up: {e}"),
-        }
-    }
+    let child = ChildWharf::start(&["server"], &[]).await?;
+    let client = child.client.clone();
+    let pid = child.process.id().context("control plane has no pid")?;
     client
         .call("CreateCluster", &json!({"clusterName": "bench"}))
         .await?;
@@ -417,7 +441,7 @@ pub(crate) async fn run_placement(args: PlacementBenchArgs) -> anyhow::Result<()
         println!("control plane peak RSS: {rss:.0} MiB");
     }
     fleet.stop().await;
-    let _ = server.kill().await;
+    drop(child);
     anyhow::ensure!(
         placed == args.tasks.min(calls * 10),
         "only {placed} tasks placed"
@@ -541,42 +565,16 @@ fn summary(name: &str, latencies: &mut [Duration]) -> (Duration, Duration) {
 
 /// Runs the launch benchmark.
 pub(crate) async fn run_launch(args: LaunchBenchArgs) -> anyhow::Result<()> {
-    use wharf_agent_channel::client::EcsClient;
-
-    let dir = tempfile::tempdir()?;
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
-        probe.local_addr()?.port()
-    };
-    let endpoint = format!("http://127.0.0.1:{port}");
-    let mut server = tokio::process::Command::new(std::env::current_exe()?)
-        .args([
-            "up",
-            "--api-addr",
-            &format!("127.0.0.1:{port}"),
-            "--registry-addr",
-            "127.0.0.1:0",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(["--root-access-key", "BENCHKEY:benchsecret"])
-        .env("WHARF_LOG", "warn")
-        .env("ECS_IMAGE_PULL_BEHAVIOR", "prefer-cached")
-        .env("ECS_CONTAINER_STOP_TIMEOUT", "2s")
-        .env("ECS_ENGINE_TASK_CLEANUP_WAIT_DURATION", "1s")
-        .stdout(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting wharf up")?;
-    let client = EcsClient::new(
-        &endpoint,
-        "us-east-1",
-        SigningCredentials {
-            access_key_id: "BENCHKEY".to_owned(),
-            secret_access_key: "benchsecret".to_owned(),
-            session_token: None,
-        },
-    );
+    let mut child = ChildWharf::start(
+        &["up", "--registry-addr", "127.0.0.1:0"],
+        &[
+            ("ECS_IMAGE_PULL_BEHAVIOR", "prefer-cached"),
+            ("ECS_CONTAINER_STOP_TIMEOUT", "2s"),
+            ("ECS_ENGINE_TASK_CLEANUP_WAIT_DURATION", "1s"),
+        ],
+    )
+    .await?;
+    let client = child.client.clone();
     let deadline = Instant::now() + Duration::from_secs(30);
     let instance_arn = loop {
         anyhow::ensure!(
@@ -700,7 +698,7 @@ pub(crate) async fn run_launch(args: LaunchBenchArgs) -> anyhow::Result<()> {
     for arn in burst_arns {
         let _ = client.call("StopTask", &json!({"task": arn})).await;
     }
-    let _ = server.kill().await;
+    let _ = child.process.kill().await;
     remove_labelled(&instance_label).await;
     Ok(())
 }
