@@ -64,37 +64,13 @@ pub(crate) fn open_store(data_dir: &std::path::Path) -> anyhow::Result<Arc<dyn S
         SqliteStore::open(&path, Durability::Full)
             .with_context(|| format!("opening {}", path.display()))?,
     );
-    spawn_log_compaction(Arc::downgrade(&store));
+    store.spawn_log_compaction(RETAINED_REVISIONS, std::time::Duration::from_secs(60));
     Ok(store)
 }
 
 /// How many revisions of change log the store keeps for watchers to resume from; a
 /// watcher further behind reloads.
 const RETAINED_REVISIONS: i64 = 100_000;
-
-/// Trims the store's change log every minute, so that the database does not grow
-/// with every write ever made.
-fn spawn_log_compaction(store: std::sync::Weak<SqliteStore>) {
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
-    runtime.spawn(async move {
-        loop {
-            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
-            let Some(store) = store.upgrade() else {
-                return;
-            };
-            let Ok(revision) = store.revision().await else {
-                continue;
-            };
-            if revision > RETAINED_REVISIONS {
-                if let Err(error) = store.compact(revision - RETAINED_REVISIONS).await {
-                    tracing::warn!(%error, "compacting the change log failed");
-                }
-            }
-        }
-    });
-}
 
 async fn shutdown_signal(stop: tokio::sync::watch::Sender<bool>) {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -194,29 +170,11 @@ pub(crate) async fn run(
     });
     if let Some((registry, listener)) = registry {
         println!("  registry:    http://{}", listener.local_addr()?);
-        // Lifecycle policies are evaluated on a schedule, as ECR does (ECR promises
-        // within 24 hours; every ten minutes here).
-        let ecr = registry.ecr.clone();
-        let mut stopping = shutdown.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(std::time::Duration::from_secs(600)) => {}
-                    _ = stopping.wait_for(|s| *s) => return,
-                }
-                match ecr
-                    .apply_lifecycle_policies(chrono::Utc::now().timestamp_millis())
-                    .await
-                {
-                    Ok(runs) => {
-                        for run in runs.iter().filter(|r| !r.expired.is_empty()) {
-                            tracing::info!(repository = %run.repository, images = run.expired.len(), "lifecycle policy expired images");
-                        }
-                    }
-                    Err(error) => tracing::warn!(%error, "lifecycle evaluation failed"),
-                }
-            }
-        });
+        wharf_registry::ecr::lifecycle::spawn_lifecycle_schedule(
+            registry.ecr.clone(),
+            std::time::Duration::from_secs(600),
+            shutdown.clone(),
+        );
         let mut stopping = shutdown.clone();
         tokio::spawn(async move {
             let served = axum::serve(listener, registry.router)

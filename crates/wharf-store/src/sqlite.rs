@@ -174,6 +174,36 @@ impl SqliteStore {
         self
     }
 
+    /// Trims the change log every `period` to the newest `retained` revisions, for as
+    /// long as the store lives, so that the database does not grow with every write
+    /// ever made; a watcher further behind than that reloads.
+    pub fn spawn_log_compaction(
+        self: &std::sync::Arc<Self>,
+        retained: Revision,
+        period: std::time::Duration,
+    ) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let store = std::sync::Arc::downgrade(self);
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                let Some(store) = store.upgrade() else {
+                    return;
+                };
+                let Ok(revision) = store.revision().await else {
+                    continue;
+                };
+                if revision > retained {
+                    if let Err(error) = store.compact(revision - retained).await {
+                        tracing::warn!(%error, "compacting the change log failed");
+                    }
+                }
+            }
+        });
+    }
+
     /// Drops the change log up to and including `keep_after` (clamped to the current
     /// revision), so that watches can start from `keep_after + 1` onwards. Returns the
     /// compaction point now in force, which never moves backwards.

@@ -741,3 +741,32 @@ impl EcrService {
         Ok(runs)
     }
 }
+
+/// Applies every repository's lifecycle policy every `period` until `shutdown` turns
+/// true, as ECR does on its own schedule (ECR promises within 24 hours).
+pub fn spawn_lifecycle_schedule(
+    ecr: std::sync::Arc<EcrService>,
+    period: std::time::Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(period) => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+            match ecr.apply_lifecycle_policies(ecr.meta.now_millis()).await {
+                Ok(runs) => {
+                    for run in runs.iter().filter(|r| !r.expired.is_empty()) {
+                        tracing::info!(
+                            repository = %run.repository,
+                            images = run.expired.len(),
+                            "lifecycle policy expired images"
+                        );
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "lifecycle evaluation failed"),
+            }
+        }
+    });
+}
