@@ -6,7 +6,12 @@
 //! [`PlacementPlan`]; the control plane's applier re-checks a plan against the latest
 //! state before committing it.
 //!
-//! It must not touch the store, the clock or the network, nor do anything
+//! A caller that places into the same cluster again and again (the control plane's
+//! view) keeps an [`IndexedSnapshot`] instead of a bare [`ClusterSnapshot`]: the same
+//! plans, from indexes kept up to date as instances change, without reading every
+//! instance's attributes and task groups on each call.
+//!
+//! The crate must not touch the store, the clock or the network, nor do anything
 //! asynchronous: every input arrives in the snapshot or the request, and the only
 //! randomness comes from the seed the request carries, so the same inputs always give
 //! the same plan.
@@ -19,8 +24,8 @@ pub mod snapshot;
 
 pub use placement::{
     place_tasks, rejection_reason, validate_placement, BinpackField, FailureReason,
-    PlacementConstraint, PlacementFailure, PlacementInputError, PlacementPlan, PlacementRequest,
-    PlacementStrategy, RequiredAttribute, SpreadField, TaskPlacement,
+    IndexedSnapshot, PlacementConstraint, PlacementFailure, PlacementInputError, PlacementPlan,
+    PlacementRequest, PlacementStrategy, RequiredAttribute, SpreadField, TaskPlacement,
 };
 pub use query::{parse_expression, Expression, QueryError};
 pub use snapshot::{ClusterSnapshot, InstanceSnapshot, InstanceStatus, Resources, TaskOnInstance};

@@ -1,7 +1,8 @@
 //! The read-only picture of a cluster that placement and filtering work on.
 //!
 //! The control plane builds a [`ClusterSnapshot`] from its in-memory view of the store;
-//! this crate never mutates it. Placement copies what it needs into its own working
+//! placement never mutates it (an [`IndexedSnapshot`](crate::IndexedSnapshot) changes
+//! only when its owner says so). Placement copies what it needs into its own working
 //! state, so one snapshot can serve many plans.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

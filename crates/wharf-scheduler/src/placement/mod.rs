@@ -9,7 +9,20 @@
 //!
 //! Only `ACTIVE` instances take tasks. Other instances are passed over silently;
 //! when there is no `ACTIVE` instance at all, the task fails with `MISSING`.
+//!
+//! A call works in two steps. First it surveys the active instances once: what
+//! rules an instance out whatever the plan (agent, required attributes, `memberOf`
+//! expressions that do not look at tasks), how many tasks of the group each has, and
+//! the attribute-spread buckets. Then it places the tasks from that survey,
+//! re-checking after each task only the instance that took it. [`place_tasks`]
+//! surveys by reading the snapshot, which on a large cluster means every instance's
+//! attribute map and group counts on every call; [`IndexedSnapshot`], which a caller
+//! keeps between calls, surveys from indexes it keeps up to date (interned attribute
+//! values, a per-group count of tasks by instance) and is many times faster on many
+//! small calls. The placing step is the same code for both, and the tests compare
+//! both with a plain reference planner.
 
+mod indexed;
 mod input;
 mod seeded_rng;
 
@@ -18,6 +31,7 @@ use std::fmt;
 
 use crate::query::{Expression, QueryTarget};
 use crate::snapshot::{ClusterSnapshot, InstanceSnapshot};
+pub use indexed::IndexedSnapshot;
 pub use input::{
     validate_placement, PlacementInputError, MAX_PLACEMENT_CONSTRAINTS, MAX_PLACEMENT_STRATEGIES,
 };
@@ -239,47 +253,29 @@ pub fn rejection_reason(
         return Some(FailureReason::InstanceNotActive);
     }
     let working = WorkingInstance::new(instance, &request.group);
-    static_rejection(instance, request).or_else(|| working.dynamic_rejection(request))
+    static_rejection(instance, request)
+        .or_else(|| working.dynamic_rejection(&DynamicRules::new(request)))
 }
 
 /// Places `request.count` tasks on `snapshot`'s instances, one after another.
+///
+/// This reads every active instance's attributes and group counts on each call; a
+/// caller that places into the same cluster again and again should keep an
+/// [`IndexedSnapshot`] instead, which gives exactly the same plans.
 pub fn place_tasks(snapshot: &ClusterSnapshot, request: &PlacementRequest) -> PlacementPlan {
-    let mut rng = SeededRng::new(request.seed);
     let active: Vec<&InstanceSnapshot> = snapshot
         .instances
         .iter()
         .filter(|instance| instance.status.accepts_new_tasks())
         .collect();
     if active.is_empty() {
-        let missing = TaskPlacement::Unplaced {
-            failures: vec![PlacementFailure {
-                instance_id: None,
-                reason: FailureReason::Missing,
-            }],
-        };
-        return PlacementPlan {
-            tasks: vec![missing; request.count],
-        };
+        return missing_plan(request.count);
     }
-
-    let strategies: &[PlacementStrategy] = if request.strategies.is_empty() {
-        &[PlacementStrategy::Random]
-    } else {
-        &request.strategies
-    };
+    let strategies = strategies_of(request);
 
     // What cannot change while placing (agent, attributes, memberOf expressions that
     // do not look at tasks) is worked out once per instance.
-    let static_member_of: Vec<&Expression> = request
-        .constraints
-        .iter()
-        .filter_map(|constraint| match constraint {
-            PlacementConstraint::MemberOf(expression) if !expression.depends_on_tasks() => {
-                Some(expression)
-            }
-            _ => None,
-        })
-        .collect();
+    let static_member_of = static_member_of(request);
     let static_rejections: Vec<Option<FailureReason>> = active
         .iter()
         .map(|instance| static_rejection_with(instance, request, &static_member_of))
@@ -305,7 +301,7 @@ pub fn place_tasks(snapshot: &ClusterSnapshot, request: &PlacementRequest) -> Pl
             .iter()
             .any(|constraint| matches!(constraint, PlacementConstraint::DistinctInstance));
     let group = GroupName::new(&request.group);
-    let mut working: Vec<WorkingInstance<'_>> = active
+    let working: Vec<WorkingInstance<'_>> = active
         .iter()
         .zip(&static_rejections)
         .map(|(instance, rejection)| {
@@ -314,7 +310,79 @@ pub fn place_tasks(snapshot: &ClusterSnapshot, request: &PlacementRequest) -> Pl
             WorkingInstance::with_group_tasks(instance, &request.group, existing)
         })
         .collect();
-    let mut spreads = SpreadBuckets::new(&active, &working, strategies);
+    let spreads = SpreadBuckets::new(&active, &working, strategies);
+    plan_surveyed(
+        request,
+        strategies,
+        Survey {
+            working,
+            static_rejections,
+            spreads,
+        },
+    )
+}
+
+/// Every task fails with `MISSING`: the cluster has no `ACTIVE` instance.
+fn missing_plan(count: usize) -> PlacementPlan {
+    let missing = TaskPlacement::Unplaced {
+        failures: vec![PlacementFailure {
+            instance_id: None,
+            reason: FailureReason::Missing,
+        }],
+    };
+    PlacementPlan {
+        tasks: vec![missing; count],
+    }
+}
+
+/// The request's strategies; none means random, as RunTask does.
+fn strategies_of(request: &PlacementRequest) -> &[PlacementStrategy] {
+    if request.strategies.is_empty() {
+        &[PlacementStrategy::Random]
+    } else {
+        &request.strategies
+    }
+}
+
+/// The request's `memberOf` expressions that do not look at tasks.
+fn static_member_of(request: &PlacementRequest) -> Vec<&Expression> {
+    request
+        .constraints
+        .iter()
+        .filter_map(|constraint| match constraint {
+            PlacementConstraint::MemberOf(expression) if !expression.depends_on_tasks() => {
+                Some(expression)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// What one call knows about the cluster's active instances (in snapshot order)
+/// before placing anything. [`place_tasks`] gathers it by reading the snapshot,
+/// [`IndexedSnapshot`] from its indexes; the placing itself is shared.
+struct Survey<'a> {
+    /// Each active instance with its resources left and the group's tasks on it.
+    working: Vec<WorkingInstance<'a>>,
+    /// Why each active instance refuses every task of the request, whatever the plan.
+    static_rejections: Vec<Option<FailureReason>>,
+    /// The buckets of every attribute spread among the strategies.
+    spreads: SpreadBuckets,
+}
+
+/// Places the request's tasks one after another on the surveyed instances.
+fn plan_surveyed(
+    request: &PlacementRequest,
+    strategies: &[PlacementStrategy],
+    survey: Survey<'_>,
+) -> PlacementPlan {
+    let Survey {
+        mut working,
+        static_rejections,
+        mut spreads,
+    } = survey;
+    let mut rng = SeededRng::new(request.seed);
+    let rules = DynamicRules::new(request);
 
     // The instances that can take the next task, in snapshot order. Placing a task
     // changes what only the chosen instance can take (its resources, ports, group
@@ -324,13 +392,14 @@ pub fn place_tasks(snapshot: &ClusterSnapshot, request: &PlacementRequest) -> Pl
         .iter()
         .enumerate()
         .filter(|&(index, rejection)| {
-            rejection.is_none() && working[index].dynamic_rejection(request).is_none()
+            rejection.is_none() && working[index].dynamic_rejection(&rules).is_none()
         })
         .map(|(index, _)| index)
         .collect();
 
     let mut tasks = Vec::with_capacity(request.count);
     let mut candidates = Vec::with_capacity(fitting.len());
+    let mut scratch = Vec::with_capacity(fitting.len());
     while tasks.len() < request.count {
         if fitting.is_empty() {
             // Every instance refuses; say why, in snapshot order. Nothing changes
@@ -339,7 +408,7 @@ pub fn place_tasks(snapshot: &ClusterSnapshot, request: &PlacementRequest) -> Pl
                 .iter()
                 .zip(&static_rejections)
                 .filter_map(|(instance, rejection)| {
-                    let reason = rejection.or_else(|| instance.dynamic_rejection(request))?;
+                    let reason = rejection.or_else(|| instance.dynamic_rejection(&rules))?;
                     Some(PlacementFailure {
                         instance_id: Some(instance.base.id.clone()),
                         reason,
@@ -350,18 +419,23 @@ pub fn place_tasks(snapshot: &ClusterSnapshot, request: &PlacementRequest) -> Pl
             tasks.resize(request.count, unplaced);
             break;
         }
-        candidates.clear();
-        candidates.extend_from_slice(&fitting);
+        // Each strategy keeps the candidates it likes best among those the ones
+        // before it kept; the first reads `fitting` itself rather than a copy.
+        let mut narrowed = false;
         for strategy in strategies {
-            if candidates.len() == 1 {
+            let from: &[usize] = if narrowed { &candidates } else { &fitting };
+            if from.len() == 1 {
                 break;
             }
-            narrow(&mut candidates, strategy, &working, &spreads, &mut rng);
+            narrow(from, &mut scratch, strategy, &working, &spreads, &mut rng);
+            std::mem::swap(&mut candidates, &mut scratch);
+            narrowed = true;
         }
-        let chosen = candidates[rng.below(candidates.len())];
+        let pool: &[usize] = if narrowed { &candidates } else { &fitting };
+        let chosen = pool[rng.below(pool.len())];
         working[chosen].charge(request);
         spreads.record(chosen);
-        if working[chosen].dynamic_rejection(request).is_some() {
+        if working[chosen].dynamic_rejection(&rules).is_some() {
             fitting.retain(|&index| index != chosen);
         }
         tasks.push(TaskPlacement::Placed {
@@ -371,9 +445,10 @@ pub fn place_tasks(snapshot: &ClusterSnapshot, request: &PlacementRequest) -> Pl
     PlacementPlan { tasks }
 }
 
-/// Keeps only the candidates `strategy` likes best.
+/// Puts into `kept` the candidates of `from` that `strategy` likes best, in order.
 fn narrow(
-    candidates: &mut Vec<usize>,
+    from: &[usize],
+    kept: &mut Vec<usize>,
     strategy: &PlacementStrategy,
     working: &[WorkingInstance<'_>],
     spreads: &SpreadBuckets,
@@ -381,37 +456,48 @@ fn narrow(
 ) {
     match strategy {
         PlacementStrategy::Random => {
-            let chosen = candidates[rng.below(candidates.len())];
-            candidates.clear();
-            candidates.push(chosen);
+            kept.clear();
+            kept.push(from[rng.below(from.len())]);
         }
         PlacementStrategy::Binpack(BinpackField::Cpu) => {
-            keep_lowest(candidates, |index| working[index].cpu_left)
+            keep_lowest(from, kept, |index| working[index].cpu_left)
         }
         PlacementStrategy::Binpack(BinpackField::Memory) => {
-            keep_lowest(candidates, |index| working[index].memory_left)
+            keep_lowest(from, kept, |index| working[index].memory_left)
         }
         PlacementStrategy::Spread(SpreadField::InstanceId) => {
-            keep_lowest(candidates, |index| working[index].group_tasks() as i64)
+            keep_lowest(from, kept, |index| working[index].group_tasks() as i64)
         }
         PlacementStrategy::Spread(SpreadField::Attribute(name)) => {
             // Looked up once per task, not once per candidate.
-            if let Some(buckets) = spreads.by_attribute.get(name) {
-                keep_lowest(candidates, |index| {
+            match spreads.by_attribute.get(name) {
+                Some(buckets) => keep_lowest(from, kept, |index| {
                     buckets.group_tasks_sharing(index) as i64
-                })
+                }),
+                None => {
+                    kept.clear();
+                    kept.extend_from_slice(from);
+                }
             }
         }
     }
 }
 
-fn keep_lowest(candidates: &mut Vec<usize>, mut score: impl FnMut(usize) -> i64) {
-    let lowest = candidates
-        .iter()
-        .map(|&index| score(index))
-        .min()
-        .unwrap_or(0);
-    candidates.retain(|&index| score(index) == lowest);
+/// Puts into `kept` the candidates of `from` with the lowest score, in order, in one
+/// pass: a new lowest score drops what was kept so far.
+fn keep_lowest(from: &[usize], kept: &mut Vec<usize>, mut score: impl FnMut(usize) -> i64) {
+    kept.clear();
+    let mut lowest = i64::MAX;
+    for &index in from {
+        let score = score(index);
+        if score < lowest {
+            lowest = score;
+            kept.clear();
+        }
+        if score == lowest {
+            kept.push(index);
+        }
+    }
 }
 
 /// Reasons that do not depend on what the plan has placed so far.
@@ -419,17 +505,7 @@ fn static_rejection(
     instance: &InstanceSnapshot,
     request: &PlacementRequest,
 ) -> Option<FailureReason> {
-    let static_member_of: Vec<&Expression> = request
-        .constraints
-        .iter()
-        .filter_map(|constraint| match constraint {
-            PlacementConstraint::MemberOf(expression) if !expression.depends_on_tasks() => {
-                Some(expression)
-            }
-            _ => None,
-        })
-        .collect();
-    static_rejection_with(instance, request, &static_member_of)
+    static_rejection_with(instance, request, &static_member_of(request))
 }
 
 /// [`static_rejection`] with the request's task-independent `memberOf` expressions
@@ -528,6 +604,49 @@ fn last_eight(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_ne_bytes(word))
 }
 
+/// The checks whose answer can change as tasks are placed, picked out of a request
+/// once per call rather than once per instance.
+struct DynamicRules<'r> {
+    /// The constraints that look at tasks, in the request's order.
+    constraints: Vec<DynamicConstraint<'r>>,
+    cpu: i64,
+    memory_mib: i64,
+    binds_static_ports: bool,
+    tcp_host_ports: &'r [u16],
+    udp_host_ports: &'r [u16],
+}
+
+enum DynamicConstraint<'r> {
+    /// A `memberOf` expression that looks at tasks (`task:group`, `runningTasksCount`).
+    MemberOf(&'r Expression),
+    DistinctInstance,
+}
+
+impl<'r> DynamicRules<'r> {
+    fn new(request: &'r PlacementRequest) -> Self {
+        let constraints = request
+            .constraints
+            .iter()
+            .filter_map(|constraint| match constraint {
+                PlacementConstraint::MemberOf(expression) if expression.depends_on_tasks() => {
+                    Some(DynamicConstraint::MemberOf(expression))
+                }
+                PlacementConstraint::MemberOf(_) => None,
+                PlacementConstraint::DistinctInstance => Some(DynamicConstraint::DistinctInstance),
+            })
+            .collect();
+        Self {
+            constraints,
+            cpu: request.cpu,
+            memory_mib: request.memory_mib,
+            binds_static_ports: !request.tcp_host_ports.is_empty()
+                || !request.udp_host_ports.is_empty(),
+            tcp_host_ports: &request.tcp_host_ports,
+            udp_host_ports: &request.udp_host_ports,
+        }
+    }
+}
+
 /// An instance plus what this plan has put on it so far.
 struct WorkingInstance<'a> {
     base: &'a InstanceSnapshot,
@@ -550,11 +669,29 @@ impl<'a> WorkingInstance<'a> {
         group: &'a str,
         existing_group_tasks: usize,
     ) -> Self {
+        Self::with_state(
+            base,
+            group,
+            base.remaining.cpu,
+            base.remaining.memory_mib,
+            existing_group_tasks,
+        )
+    }
+
+    /// With the instance's remaining CPU and memory and the count of the group's
+    /// tasks on it read from elsewhere (an index that mirrors `base`).
+    fn with_state(
+        base: &'a InstanceSnapshot,
+        group: &'a str,
+        cpu_left: i64,
+        memory_left: i64,
+        existing_group_tasks: usize,
+    ) -> Self {
         Self {
             base,
             group,
-            cpu_left: base.remaining.cpu,
-            memory_left: base.remaining.memory_mib,
+            cpu_left,
+            memory_left,
             existing_group_tasks,
             planned_tasks: 0,
         }
@@ -565,27 +702,25 @@ impl<'a> WorkingInstance<'a> {
     }
 
     /// Reasons that can change as tasks are placed, in ECS's order of checking.
-    fn dynamic_rejection(&self, request: &PlacementRequest) -> Option<FailureReason> {
-        for constraint in &request.constraints {
+    fn dynamic_rejection(&self, rules: &DynamicRules<'_>) -> Option<FailureReason> {
+        for constraint in &rules.constraints {
             match constraint {
-                PlacementConstraint::MemberOf(expression)
-                    if expression.depends_on_tasks() && !expression.matches_target(self) =>
-                {
+                DynamicConstraint::MemberOf(expression) if !expression.matches_target(self) => {
                     return Some(FailureReason::MemberOfUnsatisfied);
                 }
-                PlacementConstraint::DistinctInstance if self.group_tasks() > 0 => {
+                DynamicConstraint::DistinctInstance if self.group_tasks() > 0 => {
                     return Some(FailureReason::DistinctInstanceUnsatisfied);
                 }
                 _ => {}
             }
         }
-        if request.cpu > self.cpu_left {
+        if rules.cpu > self.cpu_left {
             return Some(FailureReason::ResourceCpu);
         }
-        if request.memory_mib > self.memory_left {
+        if rules.memory_mib > self.memory_left {
             return Some(FailureReason::ResourceMemory);
         }
-        if self.ports_taken(request) {
+        if rules.binds_static_ports && self.ports_taken(rules) {
             return Some(FailureReason::ResourcePorts);
         }
         None
@@ -593,19 +728,16 @@ impl<'a> WorkingInstance<'a> {
 
     /// A static port is taken when the instance reserves or uses it already, or when
     /// this plan put a task of the same request here (it binds the same ports).
-    fn ports_taken(&self, request: &PlacementRequest) -> bool {
-        if request.tcp_host_ports.is_empty() && request.udp_host_ports.is_empty() {
-            return false;
-        }
+    fn ports_taken(&self, rules: &DynamicRules<'_>) -> bool {
         if self.planned_tasks > 0 {
             return true;
         }
         let (registered, remaining) = (&self.base.registered, &self.base.remaining);
-        request
+        rules
             .tcp_host_ports
             .iter()
             .any(|port| remaining.tcp_ports.contains(port) || registered.tcp_ports.contains(port))
-            || request.udp_host_ports.iter().any(|port| {
+            || rules.udp_host_ports.iter().any(|port| {
                 remaining.udp_ports.contains(port) || registered.udp_ports.contains(port)
             })
     }

@@ -244,7 +244,38 @@ impl Condition {
         self.operator
     }
 
-    fn holds(&self, instance: &dyn QueryTarget) -> bool {
+    /// For an `attribute:<name>` condition, the attribute's name.
+    pub(crate) fn attribute_name(&self) -> Option<&str> {
+        match &self.subject {
+            Subject::Attribute(name) => Some(name),
+            _ => None,
+        }
+    }
+
+    /// Whether an `attribute:<name>` condition holds for an instance whose attribute
+    /// is `value` (`None` when absent, `Some(None)` when present without a value).
+    /// Placement asks this once per distinct value rather than once per instance.
+    /// Conditions on other subjects never hold here.
+    pub(crate) fn holds_for_attribute(&self, value: Option<Option<&str>>) -> bool {
+        if !matches!(self.subject, Subject::Attribute(_)) {
+            return false;
+        }
+        match self.operator.negation_of() {
+            Some(positive) => !self.attribute_holds(positive, value),
+            None => self.attribute_holds(self.operator, value),
+        }
+    }
+
+    fn attribute_holds(&self, operator: Operator, value: Option<Option<&str>>) -> bool {
+        match value {
+            None => false,
+            Some(_) if operator == Operator::Exists => true,
+            Some(None) => false,
+            Some(Some(value)) => self.text_holds(operator, value),
+        }
+    }
+
+    pub(crate) fn holds(&self, instance: &dyn QueryTarget) -> bool {
         match self.operator.negation_of() {
             Some(positive) => !self.holds_positive(positive, instance),
             None => self.holds_positive(self.operator, instance),
@@ -262,12 +293,7 @@ impl Condition {
                 self.text_holds(operator, value)
             }
             Subject::Ec2InstanceId => self.text_holds(operator, instance.ec2_instance_id()),
-            Subject::Attribute(name) => match instance.attribute(name) {
-                None => false,
-                Some(_) if operator == Operator::Exists => true,
-                Some(None) => false,
-                Some(Some(value)) => self.text_holds(operator, value),
-            },
+            Subject::Attribute(name) => self.attribute_holds(operator, instance.attribute(name)),
             Subject::TaskGroup => {
                 if operator == Operator::Exists {
                     return instance.any_task_group(&mut |_| true);
