@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -178,10 +179,42 @@ async fn run_instance(
         None,
         shutdown,
     ));
-    // The status each task was last reported in, so that repeated payloads (every
-    // reconnection resends all live tasks) are not reported twice.
+    // The status each task was last reported in (or is being reported in), so that
+    // repeated payloads (every reconnection resends all live tasks) are not reported
+    // twice.
     let mut reported: HashMap<String, &'static str> = HashMap::new();
-    while let Some(event) = events.recv().await {
+    // Reports in flight. Like a real agent, whose every task moves on its own, an
+    // instance reports its tasks concurrently rather than one after another: with
+    // binpack, one instance receives most of a burst of placements.
+    let mut reports = FuturesUnordered::new();
+    loop {
+        let event = tokio::select! {
+            event = events.recv() => event,
+            Some((arn, want, result)) = reports.next(), if !reports.is_empty() => {
+                match result {
+                    Ok(()) => {
+                        let counter = if want == "RUNNING" {
+                            &stats.running_reported
+                        } else {
+                            &stats.stopped_reported
+                        };
+                        counter.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(error) => {
+                        tracing::warn!(task = %arn, %error, "hollow report failed");
+                        stats.errors.fetch_add(1, Ordering::Relaxed);
+                        // Reported again if a later payload asks for it.
+                        if reported.get(&arn) == Some(&want) {
+                            reported.remove(&arn);
+                        }
+                    }
+                }
+                continue;
+            }
+        };
+        let Some(event) = event else {
+            break;
+        };
         match event {
             SessionEvent::Connected => {
                 stats.connected.fetch_add(1, Ordering::Relaxed);
@@ -205,23 +238,26 @@ async fn run_instance(
                     {
                         continue;
                     }
-                    match report(&client, &config.cluster, &task, want).await {
-                        Ok(()) => {
-                            reported.insert(task.arn.clone(), want);
-                            let counter = if want == "RUNNING" {
-                                &stats.running_reported
-                            } else {
-                                &stats.stopped_reported
-                            };
-                            counter.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(error) => {
-                            tracing::warn!(task = %task.arn, %error, "hollow report failed");
-                            stats.errors.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
+                    reported.insert(task.arn.clone(), want);
+                    let client = &client;
+                    let cluster = &config.cluster;
+                    reports.push(async move {
+                        let result = report(client, cluster, &task, want).await;
+                        (task.arn, want, result)
+                    });
                 }
             }
+        }
+    }
+    // Reports already made are finished before the instance goes away.
+    while let Some((_, want, result)) = reports.next().await {
+        if result.is_ok() {
+            let counter = if want == "RUNNING" {
+                &stats.running_reported
+            } else {
+                &stats.stopped_reported
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
         }
     }
     let _ = session_task.await;

@@ -2514,6 +2514,63 @@ async fn concurrent_run_task_never_overcommits() {
     }
 }
 
+/// Placements queue their commits behind each other and each expects what the ones
+/// before it leave; writes to the same instances from elsewhere (attribute changes)
+/// make such chains fail part-way. Whatever fails is planned again, and still nothing
+/// is over-committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pipelined_run_task_survives_concurrent_instance_writes() {
+    let h = Arc::new(Harness::new());
+    h.create_cluster("c1").await;
+    // Room for exactly five 100 MiB tasks on each instance.
+    let a = h.register_instance("c1", 10_000, 500, &[]).await;
+    let b = h.register_instance("c1", 10_000, 500, &[]).await;
+    let td = h.register_td("t", 10, 100, None).await;
+    let mut handles = Vec::new();
+    for i in 0..30 {
+        let h = h.clone();
+        let td = td.clone();
+        handles.push(tokio::spawn(async move {
+            let out = h
+                .call(
+                    "RunTask",
+                    json!({"cluster": "c1", "taskDefinition": td, "count": 2,
+                           "placementStrategy": [{"type": "binpack", "field": "memory"}]}),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("RunTask {i}: {} {}", e.code, e.message));
+            task_arns(&out).len()
+        }));
+    }
+    let mut writers = Vec::new();
+    for i in 0..20 {
+        let h = h.clone();
+        let target = if i % 2 == 0 { a.clone() } else { b.clone() };
+        writers.push(tokio::spawn(async move {
+            h.ok(
+                "PutAttributes",
+                json!({"cluster": "c1", "attributes": [
+                    {"name": "round", "value": i.to_string(), "targetType": "container-instance", "targetId": target}]}),
+            )
+            .await;
+        }));
+    }
+    let mut placed = 0;
+    for handle in handles {
+        placed += handle.await.expect("task joins");
+    }
+    for writer in writers {
+        writer.await.expect("writer joins");
+    }
+    assert_eq!(placed, 10, "exactly the room there is");
+    assert_eq!(h.list_tasks(json!({"cluster": "c1"})).await.len(), 10);
+    for instance in [&a, &b] {
+        let described = h.describe_instance("c1", instance).await;
+        assert_eq!(resource(&described, "remainingResources", "MEMORY"), 0);
+        assert_eq!(described["pendingTasksCount"], 5);
+    }
+}
+
 // ---------------------------------------------------------------------------------
 // Tags
 // ---------------------------------------------------------------------------------

@@ -52,6 +52,16 @@ pub enum Compare {
         /// The expected `mod_revision` (0 = absent).
         revision: Revision,
     },
+    /// The key has been written exactly `version` times since it was created; 0 means
+    /// the key must be absent (etcd's version comparison). Unlike a mod revision, the
+    /// version a write will leave is known before it commits, so a writer can queue a
+    /// second transaction that expects the first one's write.
+    Version {
+        /// The key compared.
+        key: String,
+        /// The expected version (0 = absent).
+        version: i64,
+    },
     /// The key exists (whatever its revision).
     Exists {
         /// The key compared.
@@ -96,6 +106,15 @@ impl Txn {
         self.compares.push(Compare::ModRevision {
             key: key.into(),
             revision,
+        });
+        self
+    }
+    /// Adds a condition that `key` has been written `version` times since it was
+    /// created (0 = absent).
+    pub fn when_version(mut self, key: impl Into<String>, version: i64) -> Self {
+        self.compares.push(Compare::Version {
+            key: key.into(),
+            version,
         });
         self
     }

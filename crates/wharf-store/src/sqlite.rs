@@ -1,7 +1,8 @@
 //! The embedded SQLite backend.
 //!
-//! Layout on disk: a `kv` table holding the current value and revision metadata of every
-//! live key, a `log` table holding one row per change (a put, or a delete with a NULL
+//! Layout on disk (schema 2; a schema 1 file is migrated when opened): a `kv` table
+//! holding the revision metadata and current value of every live key (the value last,
+//! so that a comparison never reads it), a `log` table holding one row per change (a put, or a delete with a NULL
 //! value) that watchers replay, and a one-row `meta` table holding the store revision and
 //! the compaction point. Keys are stored as BLOBs of their UTF-8 bytes so that SQLite's
 //! byte-wise ordering is exactly Rust's `String` ordering and a prefix scan is a plain
@@ -12,7 +13,9 @@
 //! applies each transaction in order inside one SQLite transaction (each in a savepoint,
 //! so one that fails writes nothing), commits once — one fsync for the whole batch — and
 //! only then answers every caller and publishes the changes to live watchers. This is
-//! group commit: under many concurrent writers the cost of the fsync is shared.
+//! group commit: under many concurrent writers the cost of the fsync is shared. A
+//! second thread checkpoints the WAL into the database file in the background, so no
+//! commit waits for a checkpoint.
 //!
 //! Reads: file-backed stores read through a small pool of read-only connections on the
 //! blocking thread pool; WAL mode lets them run while the writer commits, and because a
@@ -66,15 +69,19 @@ const MAX_IDLE_READERS: usize = 8;
 /// checkpoint, or a second process) before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The schema version recorded in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
+/// How often the checkpointer moves committed pages from the WAL into the database.
+const CHECKPOINT_PERIOD: Duration = Duration::from_millis(100);
 
+/// The `kv` table keeps the value last in its rows: a comparison reads a key's
+/// revisions without stepping over (or into the overflow pages of) its value.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS kv (
     key BLOB PRIMARY KEY,
-    value BLOB NOT NULL,
     create_revision INTEGER NOT NULL,
     mod_revision INTEGER NOT NULL,
-    version INTEGER NOT NULL
+    version INTEGER NOT NULL,
+    value BLOB NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS log (
     revision INTEGER NOT NULL,
@@ -104,6 +111,7 @@ pub struct SqliteStore {
     hub: Arc<WatchHub>,
     revision: Arc<AtomicI64>,
     watch_capacity: usize,
+    checkpointer: Option<Checkpointer>,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -148,6 +156,11 @@ impl SqliteStore {
             }
         }
         init_schema(&conn)?;
+        // Checkpoints run on a thread of their own (see `Checkpointer`), off the
+        // writer's path to acknowledging transactions.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(backend)?;
+        let checkpointer = Checkpointer::start(&path, durability)?;
         let pool = Arc::new(ReadPool {
             path,
             idle: Mutex::new(Vec::new()),
@@ -156,7 +169,9 @@ impl SqliteStore {
         // than on the first read.
         let first_reader = pool.open_connection().map_err(backend)?;
         pool.put_back(first_reader);
-        Self::start(conn, Some(pool))
+        let mut store = Self::start(conn, Some(pool))?;
+        store.checkpointer = Some(checkpointer);
+        Ok(store)
     }
 
     /// Opens a fresh database that lives in memory and disappears with the store. Reads
@@ -242,6 +257,7 @@ impl SqliteStore {
             hub,
             revision: revision_cell,
             watch_capacity: DEFAULT_WATCH_CAPACITY,
+            checkpointer: None,
         })
     }
 
@@ -251,6 +267,63 @@ impl SqliteStore {
             .send(Request::Write { work, reply })
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+/// Copies committed pages from the WAL back into the database file, on a connection
+/// and thread of its own.
+///
+/// SQLite's automatic checkpoint runs inside whichever commit crosses the WAL's size
+/// threshold, so every few hundred batches one caller would wait for a whole
+/// checkpoint (page copies and a database fsync) before its own acknowledgement. A
+/// passive checkpoint from another connection runs alongside the writer instead; it
+/// changes nothing about what a commit guarantees, since a commit is durable once its
+/// WAL frames are synced.
+struct Checkpointer {
+    stop: std_mpsc::Sender<()>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn start(path: &Path, durability: Durability) -> Result<Self, StoreError> {
+        let conn = Connection::open(path).map_err(backend)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
+        let synchronous = match durability {
+            Durability::Full => "FULL",
+            Durability::Relaxed => "OFF",
+        };
+        conn.pragma_update(None, "synchronous", synchronous)
+            .map_err(backend)?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(backend)?;
+        let (stop, stopped) = std_mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("wharf-store-checkpoint".into())
+            .spawn(move || {
+                while let Err(std_mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(CHECKPOINT_PERIOD)
+                {
+                    if let Err(error) =
+                        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
+                        tracing::warn!(%error, "checkpointing the store's WAL failed");
+                    }
+                }
+            })
+            .map_err(|error| StoreError::Backend(format!("cannot start checkpointer: {error}")))?;
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        let _ = self.stop.send(());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -331,10 +404,35 @@ fn backend(error: rusqlite::Error) -> StoreError {
     StoreError::Backend(error.to_string())
 }
 
+/// Schema 1 kept each value before the key's revisions in `kv`; schema 2 keeps it last.
+const MIGRATE_1_TO_2: &str = "
+BEGIN IMMEDIATE;
+ALTER TABLE kv RENAME TO kv_schema_1;
+CREATE TABLE kv (
+    key BLOB PRIMARY KEY,
+    create_revision INTEGER NOT NULL,
+    mod_revision INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    value BLOB NOT NULL
+) WITHOUT ROWID;
+INSERT INTO kv (key, create_revision, mod_revision, version, value)
+    SELECT key, create_revision, mod_revision, version, value FROM kv_schema_1;
+DROP TABLE kv_schema_1;
+PRAGMA user_version = 2;
+COMMIT;
+";
+
 fn init_schema(conn: &Connection) -> Result<(), StoreError> {
-    let version: i64 = conn
+    let mut version: i64 = conn
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .map_err(backend)?;
+    if version == 1 {
+        conn.execute_batch(MIGRATE_1_TO_2).map_err(|error| {
+            let _ = conn.execute_batch("ROLLBACK");
+            backend(error)
+        })?;
+        version = 2;
+    }
     if version != 0 && version != SCHEMA_VERSION {
         return Err(StoreError::Backend(format!(
             "database schema version {version} is not the supported version {SCHEMA_VERSION}"
@@ -732,8 +830,12 @@ fn apply_txn(
             Compare::ModRevision {
                 key,
                 revision: expected,
-            } => mod_revision_of(conn, key)?.unwrap_or(0) == *expected,
-            Compare::Exists { key } => mod_revision_of(conn, key)?.is_some(),
+            } => revisions_of(conn, key)?.map_or(0, |(revision, _)| revision) == *expected,
+            Compare::Version {
+                key,
+                version: expected,
+            } => revisions_of(conn, key)?.map_or(0, |(_, version)| version) == *expected,
+            Compare::Exists { key } => revisions_of(conn, key)?.is_some(),
         };
         if !holds {
             return Ok(None);
@@ -744,27 +846,18 @@ fn apply_txn(
         let seq = changes.len() as i64;
         match op {
             Op::Put { key, value } => {
-                let existing: Option<(Revision, i64)> = conn
-                    .prepare_cached("SELECT create_revision, version FROM kv WHERE key = ?1")?
-                    .query_row([key.as_bytes()], |row| Ok((row.get(0)?, row.get(1)?)))
-                    .optional()?;
-                let (create_revision, version) = match existing {
-                    Some((create_revision, version)) => (create_revision, version + 1),
-                    None => (revision, 1),
-                };
-                conn.prepare_cached(
-                    "INSERT INTO kv (key, value, create_revision, mod_revision, version) \
-                     VALUES (?1, ?2, ?3, ?4, ?5) \
-                     ON CONFLICT (key) DO UPDATE SET value = excluded.value, \
-                     mod_revision = excluded.mod_revision, version = excluded.version",
-                )?
-                .execute(params![
-                    key.as_bytes(),
-                    value,
-                    create_revision,
-                    revision,
-                    version
-                ])?;
+                // One statement creates or updates the key and answers its revisions.
+                let (create_revision, version): (Revision, i64) = conn
+                    .prepare_cached(
+                        "INSERT INTO kv (key, create_revision, mod_revision, version, value) \
+                         VALUES (?1, ?2, ?2, 1, ?3) \
+                         ON CONFLICT (key) DO UPDATE SET value = excluded.value, \
+                         mod_revision = excluded.mod_revision, version = version + 1 \
+                         RETURNING create_revision, version",
+                    )?
+                    .query_row(params![key.as_bytes(), revision, value], |row| {
+                        Ok((row.get(0)?, row.get(1)?))
+                    })?;
                 conn.prepare_cached(
                     "INSERT INTO log (revision, seq, key, value, create_revision, version) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -806,9 +899,10 @@ fn apply_txn(
     Ok(Some(changes))
 }
 
-fn mod_revision_of(conn: &Connection, key: &str) -> Result<Option<Revision>, rusqlite::Error> {
-    conn.prepare_cached("SELECT mod_revision FROM kv WHERE key = ?1")?
-        .query_row([key.as_bytes()], |row| row.get(0))
+/// A key's `mod_revision` and `version`, if it exists.
+fn revisions_of(conn: &Connection, key: &str) -> Result<Option<(Revision, i64)>, rusqlite::Error> {
+    conn.prepare_cached("SELECT mod_revision, version FROM kv WHERE key = ?1")?
+        .query_row([key.as_bytes()], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()
 }
 

@@ -129,6 +129,40 @@ async fn update_at_current_revision_succeeds_and_stale_update_writes_nothing() {
 }
 
 #[tokio::test]
+async fn version_compare_lets_a_queued_txn_expect_the_one_before_it() {
+    for fixture in both() {
+        let store = &fixture.store;
+        put(store, "instance", "v1").await;
+        // Both are queued before either is answered; the second expects the version
+        // the first one leaves, which is known in advance (a mod revision is not).
+        let first = store.txn(Txn::new().when_version("instance", 1).put("instance", "v2"));
+        let second = store.txn(Txn::new().when_version("instance", 2).put("instance", "v3"));
+        let stale = store.txn(Txn::new().when_version("instance", 2).put("instance", "x"));
+        let (first, second, stale) = tokio::join!(first, second, stale);
+        assert!(first.unwrap().succeeded);
+        assert!(second.unwrap().succeeded);
+        assert!(!stale.unwrap().succeeded);
+        let kv = store.get("instance").await.unwrap().unwrap();
+        assert_eq!((kv.value.as_slice(), kv.version), (&b"v3"[..], 3));
+        // Version 0 means absent.
+        assert!(
+            store
+                .txn(Txn::new().when_version("other", 0).put("other", "1"))
+                .await
+                .unwrap()
+                .succeeded
+        );
+        assert!(
+            !store
+                .txn(Txn::new().when_version("other", 0).put("other", "2"))
+                .await
+                .unwrap()
+                .succeeded
+        );
+    }
+}
+
+#[tokio::test]
 async fn multi_op_txn_is_all_or_nothing_under_one_revision() {
     for fixture in both() {
         let store = &fixture.store;
@@ -549,6 +583,9 @@ impl Model {
             Compare::ModRevision { key, revision } => {
                 self.keys.get(key).map_or(0, |kv| kv.mod_revision) == *revision
             }
+            Compare::Version { key, version } => {
+                self.keys.get(key).map_or(0, |kv| kv.version) == *version
+            }
             Compare::Exists { key } => self.keys.contains_key(key),
         });
         if !holds {
@@ -612,6 +649,8 @@ enum CompareSpec {
     Absent(usize),
     Stale(usize, Revision),
     Exists(usize),
+    /// The key's version plus a small offset (0: the current version).
+    Version(usize, i64),
 }
 
 fn compare_spec() -> impl Strategy<Value = CompareSpec> {
@@ -620,6 +659,8 @@ fn compare_spec() -> impl Strategy<Value = CompareSpec> {
         1 => (0..MODEL_KEYS.len()).prop_map(CompareSpec::Absent),
         1 => (0..MODEL_KEYS.len(), 1..3i64).prop_map(|(k, d)| CompareSpec::Stale(k, d)),
         1 => (0..MODEL_KEYS.len()).prop_map(CompareSpec::Exists),
+        2 => (0..MODEL_KEYS.len(), prop_oneof![3 => Just(0i64), 1 => -1..2i64])
+            .prop_map(|(k, d)| CompareSpec::Version(k, d)),
     ]
 }
 
@@ -663,6 +704,10 @@ fn resolve(model: &Model, specs: &[CompareSpec], ops: &[Op]) -> Txn {
             },
             CompareSpec::Exists(k) => Compare::Exists {
                 key: MODEL_KEYS[k].into(),
+            },
+            CompareSpec::Version(k, delta) => Compare::Version {
+                key: MODEL_KEYS[k].into(),
+                version: (model.keys.get(MODEL_KEYS[k]).map_or(0, |kv| kv.version) + delta).max(0),
             },
         })
         .collect();
@@ -708,4 +753,63 @@ proptest! {
             Ok(())
         })?;
     }
+}
+
+/// A database written by schema 1 (each value stored before its key's revisions) opens
+/// with everything it held, and goes on from its last revision.
+#[tokio::test]
+async fn a_schema_1_database_is_migrated_on_open() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("store.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL;
+             CREATE TABLE kv (key BLOB PRIMARY KEY, value BLOB NOT NULL,
+                 create_revision INTEGER NOT NULL, mod_revision INTEGER NOT NULL,
+                 version INTEGER NOT NULL) WITHOUT ROWID;
+             CREATE TABLE log (revision INTEGER NOT NULL, seq INTEGER NOT NULL,
+                 key BLOB NOT NULL, value BLOB, create_revision INTEGER NOT NULL,
+                 version INTEGER NOT NULL, PRIMARY KEY (revision, seq)) WITHOUT ROWID;
+             CREATE TABLE meta (id INTEGER PRIMARY KEY CHECK (id = 0),
+                 revision INTEGER NOT NULL, compacted INTEGER NOT NULL);
+             INSERT INTO meta VALUES (0, 2, 0);
+             INSERT INTO kv VALUES (CAST('a' AS BLOB), CAST('one' AS BLOB), 1, 2, 2);
+             INSERT INTO log VALUES (1, 0, CAST('a' AS BLOB), CAST('zero' AS BLOB), 1, 1);
+             INSERT INTO log VALUES (2, 0, CAST('a' AS BLOB), CAST('one' AS BLOB), 1, 2);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(&path, Durability::Full).expect("schema 1 opens");
+    let a = store.get("a").await.unwrap().expect("a survived");
+    assert_eq!(
+        (
+            a.value.as_slice(),
+            a.create_revision,
+            a.mod_revision,
+            a.version
+        ),
+        (&b"one"[..], 1, 2, 2)
+    );
+    assert_eq!(store.revision().await.unwrap(), 2);
+    let outcome = store
+        .txn(Txn::new().when_version("a", 2).put("a", "two"))
+        .await
+        .unwrap();
+    assert_eq!((outcome.succeeded, outcome.revision), (true, 3));
+    let mut watch = store.watch("a", 1).await.unwrap();
+    for (revision, value) in [(1, "zero"), (2, "one"), (3, "two")] {
+        match next_event(&mut watch).await {
+            WatchEvent::Put(kv) => assert_eq!(
+                (kv.mod_revision, kv.value),
+                (revision, value.as_bytes().to_vec())
+            ),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    drop(store);
+    // Opening it again finds schema 2 and changes nothing.
+    let store = SqliteStore::open(&path, Durability::Full).expect("schema 2 opens");
+    assert_eq!(store.get("a").await.unwrap().unwrap().value, b"two");
 }

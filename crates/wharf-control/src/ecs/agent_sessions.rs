@@ -53,6 +53,8 @@ pub struct TaskPlacement {
 pub struct PushedTasks {
     desired: HashMap<String, String>,
     definitions: HashMap<String, Value>,
+    /// The view's feed position this session has read up to.
+    seen: u64,
 }
 
 impl EcsService {
@@ -200,8 +202,11 @@ impl EcsService {
         };
         let changed: Vec<super::tasks::TaskRecord> =
             view.read_cluster_records(&target.region, &target.cluster, |state| {
+                // Only tasks changed since the last payload can need pushing.
+                let after = if full { 0 } else { pushed.seen };
+                pushed.seen = state.latest_feed_position();
                 state
-                    .tasks_on(&target.instance_arn)
+                    .tasks_changed_after(&target.instance_arn, after)
                     .filter(|t| {
                         let desired = t.value.lifecycle.desired().as_str();
                         t.value.lifecycle.last() != TaskStatus::Stopped

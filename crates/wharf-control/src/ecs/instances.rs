@@ -290,7 +290,7 @@ fn check_attribute(attribute: &WireAttribute) -> Result<Attribute, AwsError> {
 /// Attributes whose names start with these prefixes are set by agents, not users, and
 /// do not count against the custom-attribute limit.
 fn is_builtin_attribute(name: &str) -> bool {
-    name.starts_with("ecs.") || name.starts_with("com.amazonaws.ecs.")
+    name.starts_with("ecs.") || name.starts_with("com.amazonaws.ecs.") || name.starts_with("wharf.")
 }
 
 const MAX_CUSTOM_ATTRIBUTES: usize = 10;

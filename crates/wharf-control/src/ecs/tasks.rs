@@ -1,12 +1,13 @@
 //! Tasks: RunTask, StartTask, StopTask, DescribeTasks, ListTasks, and the agent's
 //! SubmitTaskStateChange and SubmitContainerStateChange.
 //!
-//! Placement is plan-then-apply: the scheduler plans against a snapshot of the
-//! cluster's instances and tasks; the applier writes the new tasks in one transaction
-//! that also bumps every chosen instance's record, guarded by the revisions read for the
-//! snapshot. If any instance changed meanwhile (another placement landed on it), the
-//! transaction fails and the whole call re-plans against fresh state, so concurrent
-//! calls never over-commit an instance.
+//! Placement is plan-then-apply: the scheduler plans against the view's snapshot of
+//! the cluster's instances and tasks; the applier writes the new tasks in one
+//! transaction that also bumps every chosen instance's record, guarded by what the
+//! plan assumed of each instance. If any instance changed meanwhile (another
+//! placement landed on it), the transaction fails and the call re-plans against fresh
+//! state, so concurrent calls never over-commit an instance. Placements of one cluster
+//! plan one at a time but commit together: see [`EcsService::place_and_apply`].
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -299,6 +300,32 @@ struct ClientTokenRecord {
     response: Value,
 }
 
+/// Tasks a placement reserved in the view; dropping it gives their shares back, which
+/// is what must happen unless their transaction committed (then the view's own copy
+/// of each task takes over its share).
+struct Reservation<'a> {
+    view: &'a super::view::StateView,
+    region: &'a str,
+    cluster: &'a str,
+    task_ids: Vec<String>,
+}
+
+impl Reservation<'_> {
+    /// The transaction committed: the view takes the shares over when it sees the
+    /// tasks.
+    fn keep(mut self) {
+        self.task_ids.clear();
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.task_ids.is_empty() {
+            self.view.release(self.region, self.cluster, &self.task_ids);
+        }
+    }
+}
+
 /// How many tasks a single RunTask may start, as in ECS.
 const MAX_RUN_TASK_COUNT: i64 = 10;
 
@@ -480,8 +507,17 @@ impl EcsService {
     }
 
     /// Plans and applies a placement, re-planning when the applier loses a race.
+    ///
+    /// Placements in one cluster plan one at a time, but commit together: a call holds
+    /// the cluster's placement lock only while it plans and queues its transaction,
+    /// and the view reserves what the plan took, so the next call plans around it
+    /// while the first one's commit is still being made durable. Every transaction
+    /// compares each instance it uses: its revision when the plan saw everything
+    /// committed, or, when the plan counted placements still queued, the version the
+    /// last of them leaves together with one task key that placement writes — so a
+    /// placement that relied on a failed one fails too, and nothing is over-committed.
     #[allow(clippy::too_many_arguments)]
-    async fn place_and_apply(
+    pub(crate) async fn place_and_apply(
         &self,
         cx: &Cx<'_>,
         cluster: &str,
@@ -494,62 +530,76 @@ impl EcsService {
         client_token_key: Option<&str>,
     ) -> Result<Value, AwsError> {
         let view = self.view().await?;
-        // Placements in one cluster queue here, so that concurrent calls in this
-        // process do not plan against the same free capacity and then retry each
-        // other; the compare-and-swap below still guards against other processes.
-        let _queued = self
-            .key_locks
-            .lock(&format!("placement/{}/{cluster}", cx.region))
-            .await;
+        let store = self.records.store();
+        let lock_key = format!("placement/{}/{cluster}", cx.region);
+        // The plan must see every write acknowledged before this call (an instance
+        // registered a moment ago), so the view catches up with the store as it was
+        // when the call began; it has usually done so by the time the lock is ours.
+        let mut revision = store.revision().await.map_err(store_failure)?;
         for _ in 0..MAX_CONFLICT_RETRIES {
-            // The plan must see every write acknowledged before this call (an instance
-            // registered a moment ago), so the view first catches up with the store.
-            let revision = self
-                .records
-                .store()
-                .revision()
-                .await
-                .map_err(store_failure)?;
+            let queued = self.key_locks.lock(&lock_key).await;
             view.wait_for(revision).await;
-            let (outcome, instances) =
-                view.read_cluster(cx.region, cluster, |state| placement::place(state, &input))?;
+            let ((outcome, instances), new_tasks, expectations) = view.plan_and_reserve(
+                cx.region,
+                cluster,
+                |state| {
+                    let (outcome, instances) = placement::place(state, &input)?;
+                    let tasks = outcome
+                        .placed
+                        .iter()
+                        .filter_map(|arn| instances.iter().find(|i| &i.value.arn == arn))
+                        .map(|instance| {
+                            self.new_task(
+                                cx,
+                                cluster,
+                                definition,
+                                input.needs,
+                                &instance.value,
+                                input.group,
+                                started_by,
+                                overrides,
+                                launch_type,
+                                tags,
+                            )
+                        })
+                        .collect();
+                    Ok(((outcome, instances), tasks))
+                },
+                |task| keys::task(cx.region, cluster, &task.id),
+            )?;
+            let reservation = Reservation {
+                view,
+                region: cx.region,
+                cluster,
+                task_ids: new_tasks.iter().map(|t| t.id.clone()).collect(),
+            };
             let mut txn = Txn::new();
-            let mut new_tasks = Vec::new();
-            let mut bumped: std::collections::BTreeMap<&str, InstanceRecord> = Default::default();
-            for instance_arn in &outcome.placed {
-                let Some(instance) = instances.iter().find(|i| &i.value.arn == instance_arn) else {
-                    continue;
-                };
-                let record = bumped.entry(&instance.value.arn).or_insert_with(|| {
-                    txn.compares.push(wharf_store::Compare::ModRevision {
-                        key: keys::instance(cx.region, cluster, &instance.value.id),
-                        revision: instance.revision,
-                    });
-                    instance.value.clone()
-                });
-                record.version += 1;
-                let task = self.new_task(
-                    cx,
-                    cluster,
-                    definition,
-                    input.needs,
-                    &instance.value,
-                    input.group,
-                    started_by,
-                    overrides,
-                    launch_type,
-                    tags,
-                );
-                new_tasks.push(task);
-            }
-            for record in bumped.values() {
-                txn = txn.put(
-                    keys::instance(cx.region, cluster, &record.id),
-                    encode(record),
-                );
-            }
+            // The tasks come before the instances they bump: a watcher that has seen an
+            // instance at this revision has then seen its new tasks too, so a plan made
+            // against the view never pairs an instance's new revision with its old load.
             for task in &new_tasks {
                 txn = txn.put(keys::task(cx.region, cluster, &task.id), encode(task));
+            }
+            for expectation in &expectations {
+                let Some(instance) = instances
+                    .iter()
+                    .find(|i| i.value.arn == expectation.instance_arn)
+                else {
+                    continue;
+                };
+                let key = keys::instance(cx.region, cluster, &instance.value.id);
+                txn = match &expectation.after_task_key {
+                    None => txn.when_mod_revision(&key, expectation.revision),
+                    Some(task_key) => {
+                        txn.compares.push(wharf_store::Compare::Exists {
+                            key: task_key.clone(),
+                        });
+                        txn.when_version(&key, expectation.version)
+                    }
+                };
+                let mut record = instance.value.clone();
+                record.version = expectation.record_version;
+                txn = txn.put(key, encode(&record));
             }
             let failures: Vec<Value> = outcome
                 .failures
@@ -569,9 +619,30 @@ impl EcsService {
                     }),
                 );
             }
-            if txn.ops.is_empty() || self.records.commit(txn).await? {
+            if txn.ops.is_empty() {
                 return Ok(response);
             }
+            let mut commit = store.txn(txn);
+            // The first poll queues the transaction with the store; only then may the
+            // next placement plan (and queue behind it).
+            let first = std::future::poll_fn(|context| {
+                std::task::Poll::Ready(commit.as_mut().poll(context))
+            })
+            .await;
+            drop(queued);
+            let committed = match first {
+                std::task::Poll::Ready(result) => result,
+                std::task::Poll::Pending => commit.await,
+            }
+            .map_err(store_failure)?
+            .succeeded;
+            if committed {
+                reservation.keep();
+                return Ok(response);
+            }
+            drop(reservation);
+            // The next plan must see what made this one fail.
+            revision = store.revision().await.map_err(store_failure)?;
             // Another writer got there first: a token now stored answers the call.
             if let Some(token_key) = client_token_key {
                 if let Some(stored) = self.records.get::<ClientTokenRecord>(token_key).await? {
@@ -719,6 +790,11 @@ impl EcsService {
     }
 
     /// Reads, changes and writes back a task, retrying on conflicts.
+    ///
+    /// The first attempt starts from the view's copy of the task, which spares a store
+    /// read and a decode on the agents' busiest path (every state report). The copy may
+    /// trail the store: then the compare-and-swap fails, or the change refuses it, and
+    /// every later attempt reads the store.
     async fn modify_task(
         &self,
         cx: &Cx<'_>,
@@ -726,12 +802,29 @@ impl EcsService {
         reference: &str,
         change: impl Fn(&mut TaskRecord) -> Result<(), AwsError>,
     ) -> Result<TaskRecord, AwsError> {
+        let id = keys::resource_id(reference, ResourceKind::Task)?;
+        let mut from_view = match self.view().await {
+            Ok(view) => {
+                view.read_cluster_records(cx.region, cluster, |state| state.tasks.get(&id).cloned())
+            }
+            Err(_) => None,
+        };
         for _ in 0..MAX_CONFLICT_RETRIES {
-            let Some(current) = self.find_task(cx, cluster, reference).await? else {
-                return Err(invalid("The referenced task was not found."));
+            let viewed = from_view.is_some();
+            let current = match from_view.take() {
+                Some(current) => current,
+                None => match self.find_task(cx, cluster, reference).await? {
+                    Some(current) => current,
+                    None => return Err(invalid("The referenced task was not found.")),
+                },
             };
-            let mut record = current.value.clone();
-            change(&mut record)?;
+            let mut record = current.value;
+            if let Err(error) = change(&mut record) {
+                if viewed {
+                    continue;
+                }
+                return Err(error);
+            }
             record.version += 1;
             let key = keys::task(cx.region, cluster, &record.id);
             if self.records.put_if(&key, &record, current.revision).await? {
@@ -982,5 +1075,88 @@ fn apply_container_change(task: &mut TaskRecord, change: &ContainerStateChange) 
     }
     if !change.network_bindings.is_empty() {
         container.network_bindings = change.network_bindings.clone();
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Entry points for the service scheduler (`ecs/services`). They only wrap the RunTask
+// and StopTask paths above, so that service tasks are placed and stopped exactly as
+// RunTask and StopTask place and stop tasks.
+// ---------------------------------------------------------------------------------
+
+impl EcsService {
+    /// Places and starts `count` tasks of `definition` for a service (group
+    /// `service:<name>`, `startedBy` the deployment id) with the service's constraints
+    /// and strategies, or one task on each of `only_instances` (as StartTask, for
+    /// DAEMON services). Answers in RunTask's shape: `{tasks, failures}`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn start_service_tasks(
+        &self,
+        cx: &Cx<'_>,
+        cluster: &str,
+        definition: &TaskDefinitionRecord,
+        count: usize,
+        group: &str,
+        started_by: &str,
+        constraints: &[Value],
+        strategies: &[Value],
+        only_instances: Option<&[String]>,
+        launch_type: &str,
+        tags: &[Tag],
+    ) -> Result<Value, AwsError> {
+        let cluster_arn = cx.arn(ResourceKind::Cluster, cluster);
+        let input = PlacementInput {
+            needs: &definition.needs,
+            count: only_instances.map_or(count, <[String]>::len),
+            group,
+            constraints,
+            strategies,
+            only_instances,
+            cluster_arn: &cluster_arn,
+            seed: rand::random(),
+        };
+        self.place_and_apply(
+            cx,
+            cluster,
+            definition,
+            input,
+            Some(started_by),
+            &json!({}),
+            launch_type,
+            tags,
+            None,
+        )
+        .await
+    }
+
+    /// Asks a task to stop on behalf of the service scheduler (stop code
+    /// `ServiceSchedulerInitiated`), as StopTask does for a user.
+    pub(crate) async fn stop_service_task(
+        &self,
+        cx: &Cx<'_>,
+        cluster: &str,
+        task_id: &str,
+        reason: &str,
+    ) -> Result<TaskRecord, AwsError> {
+        let now = cx.now_millis;
+        self.modify_task(cx, cluster, task_id, |task| {
+            if task
+                .lifecycle
+                .request_stop(StopCode::ServiceSchedulerInitiated, reason)
+            {
+                task.stopping_at = Some(now);
+                if task.lifecycle.last() == TaskStatus::Provisioning {
+                    task.lifecycle
+                        .advance(TaskStatus::Stopped)
+                        .map_err(|e| invalid(e.to_string()))?;
+                    task.stopped_at = Some(now);
+                    for container in &mut task.containers {
+                        container.last_status = "STOPPED".to_owned();
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await
     }
 }
