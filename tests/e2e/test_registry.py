@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import tempfile
+import time
 
 import pytest
 
@@ -20,7 +21,14 @@ def docker(*args, env=None, stdin=None, check=True):
 
 
 def registry_address(wharf) -> str:
-    match = re.search(r"registry:\s+http://(\S+)", wharf.log())
+    """The registry's address, once `wharf up` printed it (a moment after the API
+    answers its health check)."""
+    deadline = time.monotonic() + 10
+    while True:
+        match = re.search(r"registry:\s+http://(\S+)", wharf.log())
+        if match or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert match, f"wharf up printed no registry address:\n{wharf.log()}"
     return match.group(1)
 

@@ -533,6 +533,15 @@ impl Req<'_> {
             .blob_link(name, digest)
             .await?
             .ok_or_else(unknown)?;
+        // A client that finds the blob may skip uploading it and reference it in a
+        // manifest: keep it from garbage collection meanwhile.
+        if !self
+            .meta()
+            .touch_blob(digest, crate::metadata::BLOB_TOUCH_INTERVAL_MILLIS)
+            .await?
+        {
+            return Err(unknown());
+        }
         self.state.blobs.stat(digest).await?.ok_or_else(unknown)
     }
 
@@ -637,13 +646,11 @@ impl Req<'_> {
         }
         if let Some(digest) = self.query.get("digest") {
             let digest = parse_digest(digest)?;
-            let mut w = self.state.blobs.writer(digest.algorithm()).await?;
-            let mut stream = body.into_data_stream();
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk
-                    .map_err(|e| RegistryError::BlobUploadInvalid(format!("reading body: {e}")))?;
-                w.write(&chunk).await?;
-            }
+            // The claim's commit overlaps the body's arrival; both precede publishing.
+            let (w, ()) = tokio::try_join!(
+                self.receive_blob(&digest, body),
+                self.meta().claim_blob(&digest)
+            )?;
             self.check_length(w.written())?;
             let size = w.commit(&digest).await?;
             self.meta().link_blob(name, &digest, size).await?;
@@ -653,6 +660,22 @@ impl Req<'_> {
         self.state.blobs.upload_create(&id).await?;
         self.meta().create_upload(&id, name).await?;
         Ok(Self::upload_accepted(StatusCode::ACCEPTED, name, &id, 0))
+    }
+
+    /// Streams `body` into a new blob writer for `digest`'s algorithm (not committed).
+    async fn receive_blob(
+        &self,
+        digest: &Digest,
+        body: Body,
+    ) -> Result<Box<dyn crate::storage::BlobWriter>, RegistryError> {
+        let mut w = self.state.blobs.writer(digest.algorithm()).await?;
+        let mut stream = body.into_data_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk
+                .map_err(|e| RegistryError::BlobUploadInvalid(format!("reading body: {e}")))?;
+            w.write(&chunk).await?;
+        }
+        Ok(w)
     }
 
     /// When a `Content-Length` was sent, the body must have had exactly that length.
@@ -688,6 +711,7 @@ impl Req<'_> {
         if self.meta().blob_link(from, &digest).await?.is_none() {
             return Ok(None);
         }
+        self.meta().claim_blob(&digest).await?;
         let Some(size) = self.state.blobs.stat(&digest).await? else {
             return Ok(None);
         };
@@ -728,14 +752,13 @@ impl Req<'_> {
         rev: i64,
         body: Body,
     ) -> Result<u64, RegistryError> {
+        // A Content-Range that does not parse is a malformed chunk (400); one that
+        // parses but does not start where the upload ends is out of order (416).
         let range =
             match self.headers.get(header::CONTENT_RANGE) {
                 None => None,
                 Some(v) => Some(v.to_str().ok().and_then(parse_content_range).ok_or_else(
-                    || RegistryError::RangeInvalid {
-                        detail: "malformed Content-Range".into(),
-                        header: Some((header::RANGE, upload_range(record.size))),
-                    },
+                    || RegistryError::BlobUploadInvalid(format!("malformed Content-Range {v:?}")),
                 )?),
             };
         if let Some((start, _)) = range {
@@ -759,14 +782,12 @@ impl Req<'_> {
             received += chunk.len() as u64;
         }
         if let Some((start, end)) = range {
+            // The chunk's declared size does not match its content: SIZE_INVALID.
             if end - start + 1 != received {
-                return Err(RegistryError::RangeInvalid {
-                    detail: format!(
-                        "Content-Range covers {} bytes, {received} received",
-                        end - start + 1
-                    ),
-                    header: Some((header::RANGE, upload_range(record.size))),
-                });
+                return Err(RegistryError::SizeInvalid(format!(
+                    "Content-Range covers {} bytes, {received} received",
+                    end - start + 1
+                )));
             }
         }
         self.check_length(received)?;
@@ -804,11 +825,73 @@ impl Req<'_> {
         let digest = parse_digest(self.query.get("digest").ok_or_else(|| {
             RegistryError::DigestInvalid("the digest query parameter is required".into())
         })?)?;
+        let chunk_start = self.headers.get(header::CONTENT_RANGE).map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(parse_content_range)
+                .map(|(s, _)| s)
+        });
+        if record.size == 0 && matches!(chunk_start, None | Some(Some(0))) {
+            // POST then PUT with the whole blob: the bytes go straight into a blob
+            // writer, hashed as they arrive, rather than into the session's file to be
+            // fsynced, recorded and read back.
+            return self.finish_whole_upload(name, &id, &digest, body).await;
+        }
         let size = self.append(name, &id, record, rev, body).await?;
+        self.meta().claim_blob(&digest).await?;
         self.state.blobs.upload_commit(&id, size, &digest).await?;
-        self.meta().link_blob(name, &digest, size).await?;
-        self.meta().delete_upload(&id).await?;
-        Ok(Self::blob_created(name, &digest))
+        self.end_upload(name, &id, &digest, size).await
+    }
+
+    /// Completes an empty session whose closing PUT carries the whole blob.
+    async fn finish_whole_upload(
+        &self,
+        name: &str,
+        id: &str,
+        digest: &Digest,
+        body: Body,
+    ) -> Result<Response, RegistryError> {
+        let (w, ()) = tokio::try_join!(
+            self.receive_blob(digest, body),
+            self.meta().claim_blob(digest)
+        )?;
+        let received = w.written();
+        if let Some((start, end)) = self
+            .headers
+            .get(header::CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_content_range)
+        {
+            if end - start + 1 != received {
+                return Err(RegistryError::SizeInvalid(format!(
+                    "Content-Range covers {} bytes, {received} received",
+                    end - start + 1
+                )));
+            }
+        }
+        self.check_length(received)?;
+        let size = w.commit(digest).await?;
+        self.state.blobs.upload_delete(id).await?;
+        self.end_upload(name, id, digest, size).await
+    }
+
+    /// Links a committed blob into the repository and forgets its session. The two
+    /// records are independent, so their commits are in flight together (the store
+    /// groups them); both are durable before the 201.
+    async fn end_upload(
+        &self,
+        name: &str,
+        id: &str,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<Response, RegistryError> {
+        let (linked, forgotten) = tokio::join!(
+            self.meta().link_blob(name, digest, size),
+            self.meta().delete_upload(id)
+        );
+        linked?;
+        forgotten?;
+        Ok(Self::blob_created(name, digest))
     }
 
     async fn cancel_upload(&self, name: &str, id: &str) -> Result<Response, RegistryError> {

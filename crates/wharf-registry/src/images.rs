@@ -51,6 +51,9 @@ pub async fn store_manifest(
             )));
         }
     }
+    // Claimed before its bytes are (re)written, so garbage collection cannot delete
+    // them under the manifest about to be stored.
+    meta.claim_blob(&digest).await?;
     if blobs.stat(&digest).await?.is_none() {
         let mut w = blobs.writer(digest.algorithm()).await?;
         w.write(bytes).await?;
@@ -63,6 +66,13 @@ pub async fn store_manifest(
         artifact_type: parsed.artifact_type,
         annotations: parsed.annotations,
         pushed_at: None,
+        references: Some(
+            parsed
+                .references
+                .iter()
+                .map(|(d, _)| d.to_string())
+                .collect(),
+        ),
     };
     meta.put_manifest(name, &digest, &record, tag).await?;
     Ok((digest, record))

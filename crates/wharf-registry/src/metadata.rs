@@ -13,6 +13,20 @@
 //! | `registry/r/<repo>@referrers/<subject>/<digest>` | the referrer's descriptor |
 //! | `registry/r/<repo>@pulls/<digest>` | [`PullRecord`]: when it was last pulled |
 //! | `registry/uploads/<id>` | [`UploadRecord`] |
+//! | `registry/blobs/<digest>` | [`BlobRecord`]: when the blob was last put to use |
+//! | `registry/condemned/<digest>` | garbage collection is deleting the blob's bytes |
+//!
+//! Blob records are what keeps garbage collection ([`crate::gc`]) from racing pushes.
+//! Collection condemns a blob with one transaction that holds only if the blob's record
+//! is still the one it judged, and that deletes the record and every link to the blob
+//! and writes the condemned marker. Every path that makes a blob reachable — an upload,
+//! a mount, a manifest PUT — first *claims* the blob ([`Metadata::claim_blob`]): it
+//! rewrites the record (so a collection that judged the old one fails) on the condition
+//! that the blob is not condemned, before any byte is written. A manifest PUT stores
+//! the manifest on the condition that its own record and each referenced blob's link
+//! still exist, which a condemnation removes, and rewrites their records: whichever
+//! of the two transactions commits first, the other fails. Existence rather than
+//! revisions keeps concurrent pushes of the same blobs from failing each other.
 //!
 //! Whether a push may create its repository is decided here, by [`RepositoryCreation`],
 //! so that the OCI API and the ECR API agree on which repositories exist; so is tag
@@ -48,6 +62,16 @@ pub struct RepositoryRecord {
     /// Resource tags, by key.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub tags: std::collections::BTreeMap<String, String>,
+    /// Whether it was created through the ECR Public API: anyone may pull from it
+    /// without credentials. Public and private repositories share one namespace.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub public: bool,
+    /// The repository policy (SetRepositoryPolicy's text, as given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// ECR Public's catalog data (`RepositoryCatalogData`, as stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog_data: Option<Value>,
 }
 
 /// Whether a repository's tags may be moved to another manifest.
@@ -150,6 +174,19 @@ pub struct ManifestRecord {
     /// When it was pushed (Unix milliseconds); set by [`Metadata::put_manifest`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pushed_at: Option<i64>,
+    /// The digests of the blobs and child manifests it references (garbage
+    /// collection's marks). `None` in records written before they were kept: the
+    /// collector then parses the manifest's body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub references: Option<Vec<String>>,
+}
+
+/// The state of one blob in shared storage, for garbage collection.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BlobRecord {
+    /// When an upload, mount, manifest PUT or existence check last put the blob to
+    /// use (Unix milliseconds); collection spares blobs used within its grace period.
+    pub last_used: i64,
 }
 
 /// A tag pointing at a manifest.
@@ -177,6 +214,25 @@ fn scoped(repo: &str, kind: &str) -> String {
 fn upload_key(id: &str) -> String {
     format!("registry/uploads/{id}")
 }
+/// The prefix of every blob record.
+pub const BLOB_RECORDS: &str = "registry/blobs/";
+/// The prefix of every repository-scoped record (links, manifests, tags, …).
+pub const REPOSITORY_SCOPED: &str = "registry/r/";
+/// The key of a blob's [`BlobRecord`].
+pub fn blob_record_key(digest: &Digest) -> String {
+    format!("{BLOB_RECORDS}{digest}")
+}
+/// The prefix of the markers of blobs being deleted by garbage collection.
+pub const CONDEMNED: &str = "registry/condemned/";
+/// The key of a blob's condemned marker.
+pub fn condemned_key(digest: &Digest) -> String {
+    format!("{CONDEMNED}{digest}")
+}
+/// How stale a blob's record must be before an existence check rewrites it
+/// ([`Metadata::touch_blob`]); garbage collection's grace period must be longer.
+pub const BLOB_TOUCH_INTERVAL_MILLIS: i64 = 5 * 60 * 1000;
+/// How long a claim waits for garbage collection to finish deleting a blob.
+const CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn decode<T: DeserializeOwned>(kv: &KeyValue) -> Result<T, RegistryError> {
     serde_json::from_slice(&kv.value)
@@ -234,28 +290,14 @@ impl Metadata {
         }
     }
 
-    /// Commits the transaction `build` makes from the repository's record, on the
-    /// condition that the record did not change meanwhile, retrying lost races. A
-    /// missing repository is created when pushes create repositories and is
-    /// `NAME_UNKNOWN` otherwise.
-    async fn commit_in_repository(
-        &self,
-        repo: &str,
-        build: impl Fn(&RepositoryRecord) -> Result<Txn, RegistryError>,
-    ) -> Result<(), RegistryError> {
-        for _ in 0..8 {
-            if self.try_commit_in_repository(repo, &build).await? {
-                return Ok(());
-            }
-        }
-        Err(Self::lost_races(repo))
-    }
-
     fn lost_races(repo: &str) -> RegistryError {
         RegistryError::Internal(format!("writes to {repo} kept losing races"))
     }
 
-    /// One attempt of [`Metadata::commit_in_repository`]; `false` when it lost a race.
+    /// Commits the transaction `build` makes from the repository's record, on the
+    /// condition that the record did not change meanwhile; `false` when it lost a race
+    /// (callers retry). A missing repository is created when pushes create
+    /// repositories and is `NAME_UNKNOWN` otherwise.
     async fn try_commit_in_repository(
         &self,
         repo: &str,
@@ -415,10 +457,28 @@ impl Metadata {
         size: u64,
     ) -> Result<(), RegistryError> {
         let key = format!("{}{digest}", scoped(repo, "blobs"));
-        self.commit_in_repository(repo, |_| {
-            Ok(Txn::new().put(&key, encode(&BlobLink { size })))
-        })
-        .await
+        let condemned = condemned_key(digest);
+        for _ in 0..8 {
+            // A collection that condemned the blob after the caller's claim (an upload
+            // slower than the grace period) may be deleting the bytes just written:
+            // the link would point at nothing, so the upload fails instead.
+            if self.store.get(&condemned).await?.is_some() {
+                return Err(RegistryError::BlobUploadInvalid(format!(
+                    "blob {digest} was garbage collected during the upload; upload it again"
+                )));
+            }
+            let linked = self
+                .try_commit_in_repository(repo, |_| {
+                    Ok(Txn::new()
+                        .when_mod_revision(&condemned, 0)
+                        .put(&key, encode(&BlobLink { size })))
+                })
+                .await?;
+            if linked {
+                return Ok(());
+            }
+        }
+        Err(Self::lost_races(repo))
     }
 
     /// The blob's link in `repo`.
@@ -472,7 +532,54 @@ impl Metadata {
             _ => Some(self.now_millis()),
         };
         let digest_text = digest.to_string();
+        // The manifest's own blob and everything it references are put to use by the
+        // same transaction that stores it, on the condition that nothing changed them
+        // since they were read (see the module documentation): the blob records, and
+        // each referenced blob's link in this repository (or the referenced child
+        // manifest), which garbage collection removes when it condemns a blob.
+        let own_key = blob_record_key(digest);
+        let mut referenced: Vec<Digest> = Vec::new();
+        for r in record.references.iter().flatten() {
+            let d: Digest = r
+                .parse()
+                .map_err(|e| RegistryError::ManifestInvalid(format!("reference {r}: {e}")))?;
+            if !referenced.contains(&d) && &d != digest {
+                referenced.push(d);
+            }
+        }
+        let gone = |d: &dyn std::fmt::Display| {
+            RegistryError::ManifestBlobUnknown(format!(
+                "{d} is not in {repo} (it was garbage collected meanwhile)"
+            ))
+        };
         for _ in 0..8 {
+            // Keys that must still exist, and whether to rewrite them as used now.
+            let mut guards: Vec<(String, bool)> = Vec::new();
+            // Claimed by the caller before the bytes were written: a missing record
+            // means a collection condemned the bytes since.
+            if self.store.get(&own_key).await?.is_none() {
+                return Err(gone(digest));
+            }
+            guards.push((own_key.clone(), true));
+            for d in &referenced {
+                // A collection removes the links of a blob in the transaction that
+                // condemns it; a child manifest it never condemns while it exists.
+                let link = format!("{}{d}", scoped(repo, "blobs"));
+                let child = format!("{}{d}", scoped(repo, "manifests"));
+                if self.store.get(&link).await?.is_some() {
+                    guards.push((link, false));
+                } else if self.store.get(&child).await?.is_some() {
+                    guards.push((child, false));
+                } else {
+                    return Err(gone(d));
+                }
+                // Rewritten, not required: blobs stored before records were kept have
+                // none.
+                guards.push((blob_record_key(d), true));
+            }
+            let in_use = encode(&BlobRecord {
+                last_used: self.now_millis(),
+            });
             // The tag is read on every attempt: losing a race to a concurrent push of the
             // same tag must re-check immutability against what that push wrote.
             let tag_state = match tag {
@@ -485,6 +592,14 @@ impl Metadata {
             };
             let committed = self.try_commit_in_repository(repo, |repository| {
             let mut txn = Txn::new().put(&manifest_key, encode(&record));
+            for (key, touch) in &guards {
+                if key.starts_with(REPOSITORY_SCOPED) || *key == own_key {
+                    txn.compares.push(wharf_store::Compare::Exists { key: key.clone() });
+                }
+                if *touch {
+                    txn = txn.put(key.as_str(), in_use.clone());
+                }
+            }
             if let Some((tag, key, current)) = &tag_state {
                 match current {
                     Some((old, _)) if old.digest != digest_text && !repository.tag_is_mutable(tag) => {
@@ -492,15 +607,28 @@ impl Metadata {
                             "The image tag '{tag}' already exists in the '{repo}' repository and cannot be overwritten because the repository is immutable."
                         )));
                     }
-                    Some((_, rev)) => txn = txn.when_mod_revision(key, *rev),
-                    None => txn = txn.when_mod_revision(key, 0),
+                    // Already there (a concurrent push of the same image won): nothing
+                    // to move, and nothing to make the next attempt lose to.
+                    Some((old, rev)) if old.digest == digest_text => {
+                        txn = txn.when_mod_revision(key, *rev)
+                    }
+                    Some((_, rev)) => {
+                        txn = txn.when_mod_revision(key, *rev).put(
+                            key,
+                            encode(&TagRecord {
+                                digest: digest_text.clone(),
+                            }),
+                        )
+                    }
+                    None => {
+                        txn = txn.when_mod_revision(key, 0).put(
+                            key,
+                            encode(&TagRecord {
+                                digest: digest_text.clone(),
+                            }),
+                        )
+                    }
                 }
-                txn = txn.put(
-                    key,
-                    encode(&TagRecord {
-                        digest: digest_text.clone(),
-                    }),
-                );
             }
             if let Some(subject) = &record.subject {
                 let mut descriptor = serde_json::json!({
@@ -667,6 +795,73 @@ impl Metadata {
             )
             .await?
             .succeeded)
+    }
+
+    /// A blob's record and the revision it was read at.
+    pub async fn blob_record(
+        &self,
+        digest: &Digest,
+    ) -> Result<Option<(BlobRecord, Revision)>, RegistryError> {
+        self.read(&blob_record_key(digest)).await
+    }
+
+    /// Puts a blob to use before its bytes are written or it is linked into a
+    /// repository: its record is rewritten as used now, so that a garbage collection
+    /// that judged the old record loses its race, on the condition that no collection
+    /// condemned the blob; a condemned blob is waited for (its bytes are deleted before
+    /// its marker is).
+    pub async fn claim_blob(&self, digest: &Digest) -> Result<(), RegistryError> {
+        let key = blob_record_key(digest);
+        let condemned = condemned_key(digest);
+        let deadline = tokio::time::Instant::now() + CLAIM_WAIT;
+        loop {
+            let record = BlobRecord {
+                last_used: self.now_millis(),
+            };
+            let txn = Txn::new()
+                .when_mod_revision(&condemned, 0)
+                .put(&key, encode(&record));
+            if self.store.txn(txn).await?.succeeded {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(RegistryError::Internal(format!(
+                    "blob {digest} is still being garbage collected"
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Claims a blob ([`Metadata::claim_blob`]) when its record says it was last used
+    /// more than `stale_after` milliseconds ago (or it has none): an existence check
+    /// that a client may act on (skipping an upload it would otherwise make) keeps the
+    /// blob from collection for a while, at the cost of at most one write per blob and
+    /// period. `false` when a collection is deleting the blob: the caller must report
+    /// it absent.
+    pub async fn touch_blob(
+        &self,
+        digest: &Digest,
+        stale_after: i64,
+    ) -> Result<bool, RegistryError> {
+        if self.store.get(&condemned_key(digest)).await?.is_some() {
+            return Ok(false);
+        }
+        match self.blob_record(digest).await? {
+            Some((b, _)) if b.last_used > self.now_millis() - stale_after => Ok(true),
+            _ => self.claim_blob_now(digest).await,
+        }
+    }
+
+    /// One claim attempt: `false` when the blob is condemned.
+    async fn claim_blob_now(&self, digest: &Digest) -> Result<bool, RegistryError> {
+        let record = BlobRecord {
+            last_used: self.now_millis(),
+        };
+        let txn = Txn::new()
+            .when_mod_revision(condemned_key(digest), 0)
+            .put(blob_record_key(digest), encode(&record));
+        Ok(self.store.txn(txn).await?.succeeded)
     }
 
     /// Forgets an upload session.

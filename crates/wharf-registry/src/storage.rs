@@ -58,6 +58,15 @@ pub trait UploadAppender: Send {
     async fn finish(self: Box<Self>) -> Result<u64, StorageError>;
 }
 
+/// A blob found by [`BlobStore::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredBlob {
+    /// Its digest.
+    pub digest: Digest,
+    /// When its bytes were last written (Unix milliseconds), when the backend knows.
+    pub modified_millis: Option<i64>,
+}
+
 /// Content-addressed blob storage, shared by every repository.
 #[async_trait]
 pub trait BlobStore: Send + Sync + 'static {
@@ -74,6 +83,8 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn writer(&self, algorithm: Algorithm) -> Result<Box<dyn BlobWriter>, StorageError>;
     /// Removes a blob; `false` when it was absent.
     async fn delete(&self, digest: &Digest) -> Result<bool, StorageError>;
+    /// Every stored blob (for garbage collection).
+    async fn list(&self) -> Result<Vec<StoredBlob>, StorageError>;
     /// Creates the (empty) data of a new upload session.
     async fn upload_create(&self, id: &str) -> Result<(), StorageError>;
     /// Opens an upload session for writing at `offset` (its recorded size); bytes past
@@ -271,6 +282,37 @@ impl BlobStore for FsBlobStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e.into()),
         }
+    }
+
+    async fn list(&self) -> Result<Vec<StoredBlob>, StorageError> {
+        let mut out = Vec::new();
+        let mut algorithms = tokio::fs::read_dir(self.root.join("blobs")).await?;
+        while let Some(alg) = algorithms.next_entry().await? {
+            let alg_name = alg.file_name().to_string_lossy().into_owned();
+            let mut shards = tokio::fs::read_dir(alg.path()).await?;
+            while let Some(shard) = shards.next_entry().await? {
+                let mut files = tokio::fs::read_dir(shard.path()).await?;
+                while let Some(file) = files.next_entry().await? {
+                    let name = file.file_name().to_string_lossy().into_owned();
+                    // Anything that is not a blob under its digest is not ours to list.
+                    let Ok(digest) = format!("{alg_name}:{name}").parse::<Digest>() else {
+                        continue;
+                    };
+                    let modified_millis = file
+                        .metadata()
+                        .await
+                        .ok()
+                        .and_then(|m| m.modified().ok())
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map(|d| d.as_millis() as i64);
+                    out.push(StoredBlob {
+                        digest,
+                        modified_millis,
+                    });
+                }
+            }
+        }
+        Ok(out)
     }
 
     async fn upload_create(&self, id: &str) -> Result<(), StorageError> {

@@ -29,7 +29,7 @@
 //! expiry on `tmp/`.
 
 use crate::digest::{Algorithm, Digest, Hasher};
-use crate::storage::{BlobReader, BlobStore, BlobWriter, StorageError, UploadAppender};
+use crate::storage::{BlobReader, BlobStore, BlobWriter, StorageError, StoredBlob, UploadAppender};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
@@ -67,6 +67,23 @@ pub struct S3Config {
     /// Prepended to every key (`""` for the bucket's root), so registries can share
     /// a bucket.
     pub prefix: String,
+}
+
+impl S3Config {
+    /// The bucket and key prefix of an `s3://bucket[/prefix]` URL, with the other
+    /// settings left to the caller; `None` when `url` is not such a URL.
+    pub fn from_url(url: &str) -> Option<S3Config> {
+        let rest = url.strip_prefix("s3://")?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return None;
+        }
+        Some(S3Config {
+            bucket: bucket.to_string(),
+            prefix: prefix.trim_matches('/').to_string(),
+            ..Default::default()
+        })
+    }
 }
 
 /// Blobs as objects in an S3-compatible bucket; see the module docs for the layout
@@ -489,6 +506,29 @@ impl BlobStore for S3BlobStore {
         Ok(true)
     }
 
+    async fn list(&self) -> Result<Vec<StoredBlob>, StorageError> {
+        let mut out = Vec::new();
+        let root = self.key("blobs");
+        let mut listing = self.store.list(Some(&root));
+        while let Some(meta) = listing.next().await {
+            let meta = meta.map_err(storage_err)?;
+            // `blobs/<alg>/<hex>` under the prefix.
+            let parts: Vec<_> = meta.location.parts().collect();
+            let n = parts.len();
+            if n < 2 {
+                continue;
+            }
+            let text = format!("{}:{}", parts[n - 2].as_ref(), parts[n - 1].as_ref());
+            if let Ok(digest) = text.parse::<Digest>() {
+                out.push(StoredBlob {
+                    digest,
+                    modified_millis: Some(meta.last_modified.timestamp_millis()),
+                });
+            }
+        }
+        Ok(out)
+    }
+
     async fn upload_create(&self, id: &str) -> Result<(), StorageError> {
         let dir = self.upload_dir(id)?;
         self.store
@@ -598,6 +638,56 @@ mod tests {
 
     fn store() -> S3BlobStore {
         S3BlobStore::with_object_store(Arc::new(InMemory::new()), "reg")
+    }
+
+    #[test]
+    fn s3_urls() {
+        let c = S3Config::from_url("s3://bucket/some/prefix/").unwrap();
+        assert_eq!(
+            (c.bucket.as_str(), c.prefix.as_str()),
+            ("bucket", "some/prefix")
+        );
+        let c = S3Config::from_url("s3://bucket").unwrap();
+        assert_eq!((c.bucket.as_str(), c.prefix.as_str()), ("bucket", ""));
+        assert!(S3Config::from_url("s3:///x").is_none());
+        assert!(S3Config::from_url("/var/lib/wharf").is_none());
+    }
+
+    #[tokio::test]
+    async fn lists_blobs_under_its_prefix_only() {
+        let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let store = S3BlobStore::with_object_store(inner.clone(), "reg");
+        let other = S3BlobStore::with_object_store(inner, "other");
+        let mut expected = Vec::new();
+        for (alg, bytes) in [
+            (Algorithm::Sha256, &b"one"[..]),
+            (Algorithm::Sha512, b"two"),
+        ] {
+            let d = Digest::of(alg, bytes);
+            let mut w = store.writer(alg).await.unwrap();
+            w.write(bytes).await.unwrap();
+            w.commit(&d).await.unwrap();
+            expected.push(d);
+        }
+        let mut w = other.writer(Algorithm::Sha256).await.unwrap();
+        w.write(b"elsewhere").await.unwrap();
+        w.commit(&Digest::of(Algorithm::Sha256, b"elsewhere"))
+            .await
+            .unwrap();
+        store.upload_create("u1").await.unwrap();
+        let mut listed: Vec<Digest> = store
+            .list()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|b| {
+                assert!(b.modified_millis.is_some());
+                b.digest
+            })
+            .collect();
+        listed.sort_by_key(|d| d.to_string());
+        expected.sort_by_key(|d| d.to_string());
+        assert_eq!(listed, expected);
     }
 
     async fn keys(store: &S3BlobStore) -> Vec<String> {

@@ -901,7 +901,7 @@ async fn tokens_are_valid_until_they_expire_and_survive_restarts() {
     assert_eq!(probe(&h, auth.clone()).await.status, StatusCode::OK);
     let r = probe(&h, String::new()).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    assert!(r.header("www-authenticate").starts_with("Basic realm="));
+    assert!(r.header("www-authenticate").starts_with("Bearer realm="));
     let wrong = format!("Basic {}", b64(b"AWS:not-the-password"));
     assert_eq!(probe(&h, wrong).await.status, StatusCode::UNAUTHORIZED);
     let wrong_user = format!("Basic {}", b64(format!("root:{password}").as_bytes()));
@@ -933,8 +933,7 @@ async fn tokens_are_valid_until_they_expire_and_survive_restarts() {
 async fn unsupported_operations_and_bad_input() {
     let h = Harness::new();
     assert_eq!(
-        h.err("GetRepositoryPolicy", json!({"repositoryName": "ab"}))
-            .await,
+        h.err("GetRegistryPolicy", json!({})).await,
         "UnknownOperationException"
     );
     assert_eq!(

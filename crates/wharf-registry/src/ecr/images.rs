@@ -56,6 +56,8 @@ pub(super) struct DescribeImagesRequest {
 pub(super) struct BatchImagesRequest {
     repository_name: String,
     image_ids: Vec<ImageIdentifier>,
+    /// BatchGetImage's `acceptedMediaTypes`: manifests of other types are failures.
+    accepted_media_types: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -75,6 +77,23 @@ struct Images {
 }
 
 impl Images {
+    /// The manifest lists (indexes) of the repository that reference `digest`.
+    fn lists_referencing(&self, digest: &str) -> Vec<String> {
+        self.manifests
+            .iter()
+            .filter(|(_, (_, r))| {
+                matches!(
+                    r.media_type.as_str(),
+                    crate::manifest::OCI_INDEX | crate::manifest::DOCKER_LIST
+                ) && r
+                    .references
+                    .as_ref()
+                    .is_some_and(|refs| refs.iter().any(|d| d == digest))
+            })
+            .map(|(d, _)| d.clone())
+            .collect()
+    }
+
     fn tags_of(&self, digest: &str) -> Vec<String> {
         self.tags
             .iter()
@@ -174,6 +193,17 @@ impl EcrService {
         }
         let (ids, next) = page(ids, req.next_token.as_deref(), req.max_results)?;
         Ok(json!({"imageIds": non_empty(ids), "nextToken": next}))
+    }
+
+    /// The model's `ImageDetail` of one manifest, reading its tags.
+    pub(super) async fn image_detail_of(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        record: &ManifestRecord,
+    ) -> Result<Value, AwsError> {
+        let images = self.images(repo).await?;
+        self.image_detail(repo, &images, digest, record).await
     }
 
     /// The model's `ImageDetail` of one manifest.
@@ -300,6 +330,21 @@ impl EcrService {
                 }
             };
             let (digest, record) = &images.manifests[&digest];
+            if let Some(accepted) = &req.accepted_media_types {
+                if !accepted.iter().any(|t| t == &record.media_type) {
+                    failures.push(failure(
+                        id,
+                        (
+                            "ImageNotFound",
+                            format!(
+                                "The image's manifest is {}, which is not among the acceptedMediaTypes",
+                                record.media_type
+                            ),
+                        ),
+                    ));
+                    continue;
+                }
+            }
             let Some(body) = read_blob(self.blobs.as_ref(), digest)
                 .await
                 .map_err(internal)?
@@ -341,6 +386,25 @@ impl EcrService {
                 }
             };
             let digest = images.manifests[&digest_text].0.clone();
+            // Deleting the image (not just one of several tags) while a manifest list
+            // of the repository references it would leave the list dangling.
+            let removes_image = id.image_tag.is_none()
+                || id.image_digest.is_some()
+                || images.tags_of(&digest_text).len() <= 1;
+            let lists = images.lists_referencing(&digest_text);
+            if removes_image && !lists.is_empty() {
+                failures.push(failure(
+                    id,
+                    (
+                        "ImageReferencedByManifestList",
+                        format!(
+                            "Requested image is referenced by the manifest list {}",
+                            lists.join(", ")
+                        ),
+                    ),
+                ));
+                continue;
+            }
             match (&id.image_tag, &id.image_digest) {
                 // By tag alone: the tag goes; the image goes with its last tag, as in ECR.
                 (Some(tag), None) => {
@@ -412,6 +476,9 @@ impl EcrService {
                 ),
             ));
         }
+        let is_list = serde_json::from_slice::<Value>(bytes)
+            .ok()
+            .is_some_and(|doc| doc.get("manifests").is_some_and(Value::is_array));
         let (digest, record) = store_manifest(
             &self.meta,
             self.blobs.as_ref(),
@@ -430,6 +497,11 @@ impl EcrService {
             RegistryError::DigestInvalid(m) => {
                 AwsError::client("ImageDigestDoesNotMatchException", m)
             }
+            // A list or index names images, an image names layers.
+            RegistryError::ManifestBlobUnknown(m) if is_list => AwsError::client(
+                "ReferencedImagesNotFoundException",
+                format!("Referenced images not found in the repository: {m}"),
+            ),
             RegistryError::ManifestBlobUnknown(m) => AwsError::client(
                 "LayersNotFoundException",
                 format!("Layers not found in the repository: {m}"),

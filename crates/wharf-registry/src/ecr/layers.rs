@@ -76,13 +76,21 @@ impl EcrService {
                 continue;
             };
             let linked = self.meta.blob_link(repo, &digest).await.map_err(internal)?;
-            let size = match linked {
-                Some(_) => self
-                    .blobs
+            // The client will skip uploading a blob found here: keep it from garbage
+            // collection meanwhile (a blob being collected is reported missing).
+            let usable = linked.is_some()
+                && self
+                    .meta
+                    .touch_blob(&digest, crate::metadata::BLOB_TOUCH_INTERVAL_MILLIS)
+                    .await
+                    .map_err(internal)?;
+            let size = if usable {
+                self.blobs
                     .stat(&digest)
                     .await
-                    .map_err(|e| internal(e.into()))?,
-                None => None,
+                    .map_err(|e| internal(e.into()))?
+            } else {
+                None
             };
             layers.push(match size {
                 Some(size) => json!({"layerDigest": text, "layerAvailability": "AVAILABLE", "layerSize": size}),
@@ -228,6 +236,7 @@ impl EcrService {
                 format!("The layer '{digest}' already exists in the repository with name '{repo}'"),
             ));
         }
+        self.meta.claim_blob(&digest).await.map_err(internal)?;
         match self.blobs.upload_commit(&id, record.size, &digest).await {
             Ok(_) => {}
             Err(e @ StorageError::DigestMismatch { .. }) => {
@@ -287,8 +296,15 @@ impl EcrService {
         }))
     }
 
-    pub(super) async fn get_authorization_token(&self) -> Result<Value, AwsError> {
-        let token = self.tokens.issue().await.map_err(|e| internal(e.into()))?;
+    pub(super) async fn get_authorization_token(
+        &self,
+        who: &crate::policy::Principal,
+    ) -> Result<Value, AwsError> {
+        let issued = match who {
+            crate::policy::Principal::Identity { arn, .. } => self.tokens.issue_for(arn).await,
+            crate::policy::Principal::Anonymous => self.tokens.issue().await,
+        };
+        let token = issued.map_err(|e| internal(e.into()))?;
         let encoded =
             base64::engine::general_purpose::STANDARD.encode(format!("AWS:{}", token.password));
         Ok(json!({"authorizationData": [{

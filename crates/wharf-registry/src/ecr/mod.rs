@@ -10,14 +10,28 @@
 //! `InvalidParameterException` rather than silently sharing (or hiding) repositories.
 //! Likewise `registryId` is always [`RegistryConfig::account_id`]: a `registryId` naming
 //! another account is refused the same way.
+//!
+//! The same [`EcrService`] type also serves ECR Public (`ecr-public`, 2020-10-30, its
+//! own model, target prefix and signing name, on the same listener): [`Door`] says
+//! which. Public and private repositories share one namespace on the registry (a name
+//! is either, never both: creating it through the other API is
+//! `RepositoryAlreadyExistsException`), each API sees only its own kind, and a public
+//! repository's `repositoryUri` is `<registry address>/<name>`, like a private one's.
+//! Anyone may pull from a public repository without credentials; pushes need a token,
+//! as for private ones.
+//!
+//! Every call naming a repository is checked against its repository policy for the
+//! caller's identity ([`access::Identities`]) before it runs (see [`crate::policy`]).
 
+pub mod access;
 mod images;
 mod layers;
 pub mod lifecycle;
+mod policies;
+mod public;
 mod repositories;
 pub mod tokens;
 
-use crate::auth::BasicTokens;
 use crate::error::RegistryError;
 use crate::metadata::{system_clock, Clock, Metadata, RepositoryCreation, RepositoryRecord};
 use crate::storage::{BlobStore, FsBlobStore, StorageError};
@@ -42,6 +56,33 @@ pub const ECR_MODEL_JSON: &str = include_str!("../../../../models/ecr-2015-09-21
 /// The JSON 1.1 target prefix of ECR.
 pub const ECR_TARGET_PREFIX: &str = "AmazonEC2ContainerRegistry_V20150921";
 
+/// The botocore model of the ECR Public API.
+pub const ECR_PUBLIC_MODEL_JSON: &str =
+    include_str!("../../../../models/ecr-public-2020-10-30.json");
+
+fn ecr_model() -> &'static ServiceModel {
+    static MODEL: std::sync::OnceLock<ServiceModel> = std::sync::OnceLock::new();
+    MODEL.get_or_init(|| {
+        ServiceModel::from_json(ECR_MODEL_JSON).expect("the bundled ECR model parses")
+    })
+}
+
+fn ecr_public_model() -> &'static ServiceModel {
+    static MODEL: std::sync::OnceLock<ServiceModel> = std::sync::OnceLock::new();
+    MODEL.get_or_init(|| {
+        ServiceModel::from_json(ECR_PUBLIC_MODEL_JSON).expect("the bundled ECR Public model parses")
+    })
+}
+
+/// Which of the two APIs an [`EcrService`] speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Door {
+    /// ECR (`ecr`, 2015-09-21): private repositories.
+    Private,
+    /// ECR Public (`ecr-public`, 2020-10-30): public repositories.
+    Public,
+}
+
 /// Where the registry lives and whose it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistryConfig {
@@ -58,6 +99,11 @@ pub struct RegistryConfig {
 pub struct Registry {
     /// The ECR API, to register with the AWS front.
     pub ecr: Arc<EcrService>,
+    /// The ECR Public API, to register with the AWS front as well.
+    pub ecr_public: Arc<EcrService>,
+    /// Which identity each access key is, for repository policies (keys not listed
+    /// act for their account's root).
+    pub identities: Arc<access::Identities>,
     /// The OCI `/v2/` router, authenticating `AWS:<password>` Basic credentials.
     pub router: axum::Router,
     /// The token issuer/verifier the two share.
@@ -85,16 +131,24 @@ pub fn build_with(
     let metadata =
         Metadata::with_options(store.clone(), RepositoryCreation::Explicit, clock.clone());
     let tokens = Arc::new(EcrTokens::new(store, clock));
-    let realm = format!("http://{}/", config.registry_addr);
-    let auth = Arc::new(BasicTokens::new(tokens.clone(), realm));
-    let router = registry_router(RegistryState::with_metadata(
+    let auth = Arc::new(access::EcrRegistryAuth::new(
+        tokens.clone(),
         metadata.clone(),
-        blobs.clone(),
-        auth,
+        &config.account_id,
+        &config.region,
+        &config.registry_addr,
     ));
-    let ecr = Arc::new(EcrService::new(metadata, blobs, tokens.clone(), config));
+    let router = access::token_router(tokens.clone()).merge(registry_router(
+        RegistryState::with_metadata(metadata.clone(), blobs.clone(), auth),
+    ));
+    let identities = Arc::new(access::Identities::default());
+    let ecr = EcrService::new(metadata, blobs, tokens.clone(), config)
+        .with_identities(identities.clone());
+    let ecr_public = Arc::new(ecr.public_twin());
     Registry {
-        ecr,
+        ecr: Arc::new(ecr),
+        ecr_public,
+        identities,
         router,
         tokens,
     }
@@ -105,8 +159,10 @@ pub struct EcrService {
     meta: Metadata,
     blobs: Arc<dyn BlobStore>,
     tokens: Arc<EcrTokens>,
-    model: Arc<ServiceModel>,
+    model: &'static ServiceModel,
     config: RegistryConfig,
+    door: Door,
+    identities: Arc<access::Identities>,
 }
 
 impl EcrService {
@@ -118,19 +174,54 @@ impl EcrService {
         tokens: Arc<EcrTokens>,
         config: RegistryConfig,
     ) -> Self {
-        let model = ServiceModel::from_json(ECR_MODEL_JSON).expect("the bundled ECR model parses");
         Self {
             meta: metadata,
             blobs,
             tokens,
-            model: Arc::new(model),
+            model: ecr_model(),
             config,
+            door: Door::Private,
+            identities: Arc::new(access::Identities::default()),
         }
     }
 
-    /// The ECR service model requests are checked against.
-    pub fn model(&self) -> &Arc<ServiceModel> {
-        &self.model
+    /// Resolves callers' identities through `identities`.
+    pub fn with_identities(mut self, identities: Arc<access::Identities>) -> Self {
+        self.identities = identities;
+        self
+    }
+
+    /// The ECR Public API over the same records, blobs, tokens and identities.
+    pub fn public_twin(&self) -> EcrService {
+        EcrService {
+            meta: self.meta.clone(),
+            blobs: self.blobs.clone(),
+            tokens: self.tokens.clone(),
+            model: ecr_public_model(),
+            config: self.config.clone(),
+            door: Door::Public,
+            identities: self.identities.clone(),
+        }
+    }
+
+    /// The service model requests are checked against.
+    pub fn model(&self) -> &'static ServiceModel {
+        self.model
+    }
+
+    /// Which API this is.
+    pub fn door(&self) -> Door {
+        self.door
+    }
+
+    /// The registry's records.
+    pub fn metadata(&self) -> &Metadata {
+        &self.meta
+    }
+
+    /// The registry's blob storage.
+    pub fn blobs(&self) -> &Arc<dyn BlobStore> {
+        &self.blobs
     }
 
     /// The registry's configuration.
@@ -138,7 +229,15 @@ impl EcrService {
         &self.config
     }
 
-    async fn dispatch(&self, op: &str, input: Value) -> Result<Value, AwsError> {
+    async fn dispatch(
+        &self,
+        op: &str,
+        input: Value,
+        who: &crate::policy::Principal,
+    ) -> Result<Value, AwsError> {
+        if self.door == Door::Public {
+            return self.dispatch_public(op, input, who).await;
+        }
         match op {
             "CreateRepository" => self.create_repository(parse(input)?).await,
             "DescribeRepositories" => self.describe_repositories(parse(input)?).await,
@@ -159,7 +258,10 @@ impl EcrService {
             "UploadLayerPart" => self.upload_layer_part(parse(input)?).await,
             "CompleteLayerUpload" => self.complete_layer_upload(parse(input)?).await,
             "GetDownloadUrlForLayer" => self.get_download_url_for_layer(parse(input)?).await,
-            "GetAuthorizationToken" => self.get_authorization_token().await,
+            "GetAuthorizationToken" => self.get_authorization_token(who).await,
+            "SetRepositoryPolicy" => self.set_repository_policy(parse(input)?, who).await,
+            "GetRepositoryPolicy" => self.get_repository_policy(parse(input)?).await,
+            "DeleteRepositoryPolicy" => self.delete_repository_policy(parse(input)?).await,
             "PutLifecyclePolicy" => self.put_lifecycle_policy(parse(input)?).await,
             "GetLifecyclePolicy" => self.get_lifecycle_policy(parse(input)?).await,
             "DeleteLifecyclePolicy" => self.delete_lifecycle_policy(parse(input)?).await,
@@ -195,18 +297,26 @@ impl EcrService {
 
     /// The ARN of a repository.
     fn repository_arn(&self, name: &str) -> String {
-        format!(
-            "arn:aws:ecr:{}:{}:repository/{name}",
-            self.config.region, self.config.account_id
-        )
+        match self.door {
+            Door::Private => format!(
+                "arn:aws:ecr:{}:{}:repository/{name}",
+                self.config.region, self.config.account_id
+            ),
+            Door::Public => format!(
+                "arn:aws:ecr-public::{}:repository/{name}",
+                self.config.account_id
+            ),
+        }
     }
 
-    /// A repository's record, or `RepositoryNotFoundException`.
+    /// A repository's record, or `RepositoryNotFoundException` (also for a repository
+    /// of the other door).
     async fn existing_repository(&self, name: &str) -> Result<(RepositoryRecord, i64), AwsError> {
         self.meta
             .repository(name)
             .await
             .map_err(internal)?
+            .filter(|(r, _)| r.public == (self.door == Door::Public))
             .ok_or_else(|| repository_not_found(&self.config.account_id, name))
     }
 }
@@ -214,12 +324,15 @@ impl EcrService {
 #[async_trait]
 impl AwsService for EcrService {
     fn signing_name(&self) -> &'static str {
-        "ecr"
+        self.model.signing_name()
     }
 
     fn protocol(&self) -> Protocol {
         Protocol::Json11 {
-            target_prefix: ECR_TARGET_PREFIX,
+            target_prefix: self
+                .model
+                .target_prefix()
+                .expect("the ECR models name a target prefix"),
         }
     }
 
@@ -237,7 +350,11 @@ impl AwsService for EcrService {
         };
         self.model.check_json_request(operation, &input)?;
         self.check_scope(&ctx.region, &input)?;
-        let mut output = self.dispatch(operation, input).await?;
+        let who = self
+            .identities
+            .principal(&ctx.access_key_id, &ctx.account_id);
+        self.authorize_call(&who, operation, &input).await?;
+        let mut output = self.dispatch(operation, input, &who).await?;
         wharf_aws::json::omit_nulls(&mut output);
         Ok(ServiceOutput::Json(output))
     }

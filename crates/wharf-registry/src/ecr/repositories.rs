@@ -145,7 +145,10 @@ fn exclusion_filters(record: &RepositoryRecord) -> Value {
 }
 
 /// Merges tags into `into`, checking ECR's limits.
-fn merge_tags(into: &mut BTreeMap<String, String>, tags: Vec<TagWire>) -> Result<(), AwsError> {
+pub(super) fn merge_tags(
+    into: &mut BTreeMap<String, String>,
+    tags: Vec<TagWire>,
+) -> Result<(), AwsError> {
     for t in tags {
         if t.key.is_empty() || t.key.len() > 128 || t.value.len() > 256 || t.key.starts_with("aws:")
         {
@@ -173,7 +176,17 @@ fn tag_list(tags: &BTreeMap<String, String>) -> Value {
 
 impl EcrService {
     /// The repository in the model's `Repository` shape.
-    fn repository_json(&self, name: &str, record: &RepositoryRecord) -> Value {
+    pub(super) fn repository_json(&self, name: &str, record: &RepositoryRecord) -> Value {
+        if record.public {
+            // ECR Public's `Repository` has these members only.
+            return json!({
+                "repositoryArn": self.repository_arn(name),
+                "registryId": self.config.account_id,
+                "repositoryName": name,
+                "repositoryUri": format!("{}/{name}", self.config.registry_addr),
+                "createdAt": epoch_seconds(record.created_at),
+            });
+        }
         let (encryption_type, kms_key) = record
             .encryption
             .clone()
@@ -228,6 +241,7 @@ impl EcrService {
                 .scan_on_push,
             encryption,
             tags,
+            ..Default::default()
         };
         if !self
             .meta
@@ -263,15 +277,22 @@ impl EcrService {
             }
             return Ok(json!({"repositories": out}));
         }
-        let names = self.meta.repositories().await.map_err(internal)?;
-        let (names, next) = page(names, req.next_token.as_deref(), req.max_results)?;
-        let mut out = Vec::new();
-        for name in names {
+        // Each API lists the repositories of its own door.
+        let public = self.door == super::Door::Public;
+        let mut mine = Vec::new();
+        for name in self.meta.repositories().await.map_err(internal)? {
             // A repository deleted since the listing is simply left out.
             if let Some((record, _)) = self.meta.repository(&name).await.map_err(internal)? {
-                out.push(self.repository_json(&name, &record));
+                if record.public == public {
+                    mine.push((name, record));
+                }
             }
         }
+        let (mine, next) = page(mine, req.next_token.as_deref(), req.max_results)?;
+        let out: Vec<Value> = mine
+            .iter()
+            .map(|(name, record)| self.repository_json(name, record))
+            .collect();
         Ok(json!({"repositories": out, "nextToken": next}))
     }
 
@@ -304,7 +325,7 @@ impl EcrService {
     }
 
     /// Applies `change` to a repository's record, retrying lost races.
-    async fn update_repository(
+    pub(super) async fn update_repository(
         &self,
         name: &str,
         change: impl Fn(&mut RepositoryRecord) -> Result<(), AwsError>,
@@ -352,10 +373,7 @@ impl EcrService {
 
     /// The repository an ARN names, if the ARN is one of this registry's.
     fn repository_of_arn(&self, arn: &str) -> Result<String, AwsError> {
-        let prefix = format!(
-            "arn:aws:ecr:{}:{}:repository/",
-            self.config.region, self.config.account_id
-        );
+        let prefix = self.repository_arn("");
         arn.strip_prefix(&prefix)
             .filter(|n| is_valid_repository(n))
             .map(str::to_owned)
