@@ -5,5 +5,29 @@
 //! service controller, which registers and drains task targets, and the data plane,
 //! which watches those records, serves each listener's port and writes back the health
 //! it observes.
+//!
+//! The data plane:
+//! - [`routing`] compiles the records into an immutable [`routing::RouteTable`] and
+//!   makes the pure decisions on it (which rule, which target group, which target);
+//! - [`proxy`] serves listener ports (HTTP/1.1 and h2c) and forwards requests over
+//!   pooled keep-alive connections, reading the table through an `ArcSwap` — the
+//!   request path takes no lock;
+//! - [`health`] runs the active health checks and writes health records on change;
+//! - [`plane`] follows the store, rebuilds and swaps the table, opens and closes
+//!   listener sockets and starts and stops health checkers;
+//! - [`access_log`] writes one line per request;
+//! - [`static_config`] reads a JSON file of records for running without a control
+//!   plane.
+//!
+//! What it must not do: write any record but [`records::TargetHealthRecord`], or
+//! take a lock on the request path.
 
+pub mod access_log;
+pub mod health;
+pub mod plane;
+pub mod proxy;
 pub mod records;
+pub mod routing;
+pub mod static_config;
+
+pub use plane::{Plane, PlaneConfig, PlaneError};

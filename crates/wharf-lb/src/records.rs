@@ -70,7 +70,11 @@ pub struct LoadBalancerRecord {
     pub state: String,
     /// Milliseconds since the epoch.
     pub created_ms: i64,
-    /// `idle_timeout.timeout_seconds` and the other load balancer attributes.
+    /// `idle_timeout.timeout_seconds` and the other load balancer attributes. Keys
+    /// starting with `wharf:` are not ELBv2 attributes but what the API echoes back
+    /// (`wharf:subnets`, `wharf:security-groups`: comma-separated; and
+    /// `wharf:ip-address-type`); the API hides them from
+    /// DescribeLoadBalancerAttributes.
     #[serde(default)]
     pub attributes: BTreeMap<String, String>,
     #[serde(default)]
