@@ -7,7 +7,9 @@
 //! scope's service, the JSON 1.1 and query/XML response and error shapes SDKs map to
 //! exception classes), query-protocol form decoding and XML writing in [`query`],
 //! opaque pagination tokens in [`pagination`], and checking JSON values against the
-//! botocore service models kept under `models/` in [`model`].
+//! botocore service models kept under `models/` in [`model`] (which also reads
+//! query-protocol forms into such values and writes query results as XML, both by the
+//! model's shapes).
 //!
 //! It must not know ECS (or any other service's) semantics: services plug in through
 //! the [`AwsService`] trait and see typed, authenticated calls. It keeps no state

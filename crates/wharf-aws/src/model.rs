@@ -727,5 +727,7 @@ fn check_range(out: &mut Vec<Violation>, path: &[Seg<'_>], bounds: &Bounds, x: f
     }
 }
 
+mod query_shapes;
+
 #[cfg(test)]
 mod tests;

@@ -12,6 +12,10 @@
 //! task's logs through its agent), and an in-memory view of every cluster's instances
 //! and tasks fed by the store's watch, which placement and the channel read.
 //!
+//! It also owns the ELBv2 API ([`elbv2`]): load balancers, target groups, listeners,
+//! rules and targets as the records `wharf-lb`'s data plane is configured by, and the
+//! sweeper that removes targets once they have drained.
+//!
 //! It must not run containers (agents do). Apart from the agent channel it does not
 //! speak HTTP itself: `wharf-aws` decodes requests and encodes responses, and this
 //! crate sees typed, authenticated calls.
@@ -19,6 +23,7 @@
 pub mod agent_channel;
 pub mod clock;
 pub mod ecs;
+pub mod elbv2;
 pub mod records;
 
 pub use clock::{Clock, SystemClock};
