@@ -53,6 +53,14 @@ pub struct RegistrationInput {
 /// The agent's version, reported in `versionInfo`.
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// The attribute that tells the load balancer where this node's published ports are
+/// reached (`ECS_INSTANCE_ATTRIBUTES` may set it).
+pub const HOST_ADDRESS_ATTRIBUTE: &str = "wharf.host-address";
+
+/// The host address when the configuration names none: the load balancer of `wharf up`
+/// runs on the same machine.
+pub const DEFAULT_HOST_ADDRESS: &str = "127.0.0.1";
+
 /// The oldest Docker remote API version ECS's capability attributes name.
 const OLDEST_REMOTE_API_MINOR: u32 = 17;
 
@@ -107,6 +115,11 @@ pub fn registration_request(facts: &HostFacts, input: &RegistrationInput) -> Val
     ];
     for capability in capability_attributes(facts, &input.logging_drivers) {
         attributes.push(json!({ "name": capability }));
+    }
+    // Where the load balancer reaches this node's published ports; a node that is not
+    // the load balancer's own host sets it through ECS_INSTANCE_ATTRIBUTES.
+    if !input.attributes.contains_key(HOST_ADDRESS_ATTRIBUTE) {
+        attributes.push(json!({"name": HOST_ADDRESS_ATTRIBUTE, "value": DEFAULT_HOST_ADDRESS}));
     }
     for (name, value) in &input.attributes {
         attributes.push(json!({"name": name, "value": value}));
@@ -206,9 +219,29 @@ mod tests {
             attributes.contains(&json!({"name": "ecs.availability-zone", "value": "us-east-1a"}))
         );
         assert_eq!(request["tags"], json!([{"key": "team", "value": "a"}]));
+        assert!(attributes.contains(&json!({"name": "wharf.host-address", "value": "127.0.0.1"})));
         assert_eq!(
             request["containerInstanceArn"],
             "arn:aws:ecs:us-east-1:0:container-instance/c/x"
+        );
+    }
+
+    #[test]
+    fn host_address_defaults_to_loopback_and_the_configuration_overrides_it() {
+        let input = RegistrationInput {
+            attributes: [("wharf.host-address".to_owned(), "10.0.0.7".to_owned())].into(),
+            ..Default::default()
+        };
+        let request = registration_request(&facts(), &input);
+        let named: Vec<&Value> = request["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["name"] == "wharf.host-address")
+            .collect();
+        assert_eq!(
+            named,
+            [&json!({"name": "wharf.host-address", "value": "10.0.0.7"})]
         );
     }
 }

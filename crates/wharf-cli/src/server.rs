@@ -33,6 +33,14 @@ pub(crate) fn api_router(
             session_token: None,
         },
     ));
+    let elbv2 = Arc::new(wharf_control::elbv2::Elbv2Service::new(
+        Records::new(store.clone()),
+        Arc::new(SystemClock),
+        wharf_control::elbv2::Elbv2Config {
+            account_id: account_id.to_owned(),
+        },
+    ));
+    wharf_control::elbv2::spawn_drain_sweeper(elbv2.clone(), std::time::Duration::from_secs(1));
     let ecs = Arc::new(EcsService::new(
         Records::new(store),
         Arc::new(SystemClock),
@@ -41,16 +49,19 @@ pub(crate) fn api_router(
             endpoint: Some(endpoint.to_owned()),
         },
     ));
-    let mut front =
-        AwsFront::new(credentials.clone(), Arc::new(chrono::Utc::now)).service(ecs.clone());
+    let mut front = AwsFront::new(credentials.clone(), Arc::new(chrono::Utc::now))
+        .service(ecs.clone())
+        .service(elbv2);
     if let Some(ecr) = ecr {
-        front = front.service(ecr);
+        // ECR Public shares the registry's records, tokens and identities.
+        front = front.service(Arc::new(ecr.public_twin())).service(ecr);
     }
     let front = front.router();
     wharf_control::ecs::housekeeping::spawn_housekeeping(
         ecs.clone(),
         std::time::Duration::from_secs(60),
     );
+    wharf_control::ecs::services::spawn_service_controller(ecs.clone(), Default::default());
     Router::new()
         .route("/_wharf/health", get(|| async { "ok\n" }))
         .merge(agent_channel_router(ecs, credentials, channel))
@@ -90,6 +101,8 @@ pub(crate) struct Components {
     pub agent: bool,
     /// The image registry.
     pub registry: bool,
+    /// The load balancer data plane, its listeners bound on this address.
+    pub lb: Option<std::net::IpAddr>,
 }
 
 /// `wharf up` (with the local agent and the registry) and `wharf server`.
@@ -118,19 +131,31 @@ pub(crate) async fn run(
         let listener = tokio::net::TcpListener::bind(args.registry_addr)
             .await
             .with_context(|| format!("binding the registry to {}", args.registry_addr))?;
-        let registry = wharf_registry::build(
+        let location = match &args.registry_storage {
+            Some(location) => location.clone(),
+            None => data_dir.join("registry").to_string_lossy().into_owned(),
+        };
+        let blobs = wharf_registry::open_blob_store(
+            &location,
+            args.s3_endpoint.as_deref(),
+            &args.s3_region,
+        )
+        .with_context(|| format!("opening the registry's blob storage at {location}"))?;
+        let registry = wharf_registry::build_with(
             store.clone(),
-            data_dir.join("registry"),
+            blobs,
             wharf_registry::RegistryConfig {
                 region: args.region.clone(),
                 account_id: args.account_id.clone(),
                 registry_addr: listener.local_addr()?.to_string(),
             },
-        )?;
+            wharf_registry::metadata::system_clock(),
+        );
         Some((registry, listener))
     } else {
         None
     };
+    let lb_store = store.clone();
     let router = api_router(
         store,
         &key,
@@ -160,6 +185,11 @@ pub(crate) async fn run(
 
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     tokio::spawn(shutdown_signal(stop));
+    // The load balancer data plane follows the same store as the API.
+    if let Some(lb_addr) = with_agent_and_registry.lb {
+        crate::lb::start_in_up(lb_store, &data_dir, lb_addr, shutdown.clone()).await?;
+        println!("  load balancer listeners on {lb_addr}");
+    }
     let mut stopping = shutdown.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, router)
@@ -175,9 +205,29 @@ pub(crate) async fn run(
             std::time::Duration::from_secs(600),
             shutdown.clone(),
         );
+        let gc = Arc::new(wharf_registry::gc::GarbageCollector::new(
+            registry.ecr.metadata().clone(),
+            registry.ecr.blobs().clone(),
+            args.registry_gc_grace_secs.saturating_mul(1000) as i64,
+        ));
+        wharf_registry::gc::spawn_gc_schedule(
+            gc.clone(),
+            std::time::Duration::from_secs(args.registry_gc_interval_secs.max(1)),
+            shutdown.clone(),
+        );
+        let registry_router = registry.router.merge(wharf_registry::gc::admin_router(
+            gc,
+            registry.tokens.clone(),
+            &args.account_id,
+        ));
         let mut stopping = shutdown.clone();
         tokio::spawn(async move {
-            let served = axum::serve(listener, registry.router)
+            // Nagle's algorithm off: a blob's body must not wait behind its headers for
+            // the client's delayed ACK (40 ms per small pull otherwise).
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            let served = axum::serve(listener, registry_router)
                 .with_graceful_shutdown(async move {
                     let _ = stopping.wait_for(|s| *s).await;
                 })

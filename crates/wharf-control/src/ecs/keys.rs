@@ -45,6 +45,12 @@ pub(crate) fn capacity_provider(region: &str, name: &str) -> String {
 pub(crate) fn capacity_providers(region: &str) -> String {
     format!("ecs/{region}/capacity-provider/")
 }
+pub(crate) fn service(region: &str, cluster: &str, name: &str) -> String {
+    format!("ecs/{region}/service/{cluster}/{name}")
+}
+pub(crate) fn services(region: &str, cluster: &str) -> String {
+    format!("ecs/{region}/service/{cluster}/")
+}
 pub(crate) fn account_setting(region: &str, principal: &str, name: &str) -> String {
     format!("ecs/{region}/account-setting/{principal}/{name}")
 }

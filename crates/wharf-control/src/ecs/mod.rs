@@ -26,6 +26,7 @@ mod instances;
 mod keys;
 mod paging;
 mod placement;
+pub mod services;
 mod tags;
 pub mod task_definition_rules;
 mod task_definitions;
@@ -171,6 +172,12 @@ impl EcsService {
             "SubmitContainerStateChange" => {
                 self.submit_container_state_change(cx, parse(input)?).await
             }
+            "CreateService" => self.create_service(cx, parse(input)?).await,
+            "UpdateService" => self.update_service(cx, parse(input)?).await,
+            "DeleteService" => self.delete_service(cx, parse(input)?).await,
+            "DescribeServices" => self.describe_services(cx, parse(input)?).await,
+            "ListServices" => self.list_services(cx, parse(input)?).await,
+            "ListServicesByNamespace" => self.list_services_by_namespace(cx, parse(input)?).await,
             "TagResource" => self.tag_resource(cx, parse(input)?).await,
             "UntagResource" => self.untag_resource(cx, parse(input)?).await,
             "ListTagsForResource" => self.list_tags_for_resource(cx, parse(input)?).await,
