@@ -11,7 +11,10 @@ use clap::{Args, Parser, Subcommand};
 
 mod agent;
 mod bench;
+mod bench_proxy;
+mod bench_registry;
 mod credentials;
+mod lb;
 mod logs;
 mod server;
 mod sim;
@@ -46,6 +49,9 @@ enum Command {
     /// Print a task's container logs (`json-file` driver), read through the control
     /// plane from the agent of the task's instance.
     Logs(logs::LogsArgs),
+    /// The load balancer data plane on its own, serving a static configuration (a
+    /// JSON file of load balancer records).
+    Lb(lb::LbArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -63,6 +69,14 @@ enum BenchCommand {
     /// Task launch latency on the local Docker engine: RunTask until RUNNING against
     /// raw `docker run -d` of the same image, one at a time and in a burst.
     Launch(bench::LaunchBenchArgs),
+    /// Wharf's load balancer against HAProxy and nginx (Debian packages), each on one
+    /// pinned core forwarding to the same upstream: req/s per core with wrk, latency
+    /// added below saturation, and the ratios.
+    Proxy(bench_proxy::ProxyBenchArgs),
+    /// Registry blob pushes and pulls (small and large, 1 and 16 clients) against
+    /// Wharf's registry and Debian's CNCF distribution in the same run: MB/s, blobs/s
+    /// and the ratio of the two.
+    Registry(bench_registry::RegistryBenchArgs),
 }
 
 /// Flags of `up`.
@@ -73,6 +87,9 @@ pub(crate) struct UpArgs {
     /// Do not run the local agent.
     #[arg(long, env = "WHARF_NO_AGENT")]
     no_agent: bool,
+    /// The address load balancer listeners bind on (each at its listener's port).
+    #[arg(long, env = "WHARF_LB_ADDR", default_value = "127.0.0.1")]
+    lb_addr: std::net::IpAddr,
 }
 
 /// Flags shared by `up` and `server`.
@@ -100,6 +117,25 @@ pub(crate) struct ServerArgs {
     /// for three intervals is marked disconnected.
     #[arg(long, env = "WHARF_AGENT_HEARTBEAT_MS", default_value_t = 10_000)]
     agent_heartbeat_ms: u64,
+    /// Where the registry keeps blobs (`wharf up` only): a directory, or
+    /// `s3://bucket[/prefix]` for an S3-compatible bucket (credentials from the usual
+    /// AWS_* variables). Default: `<data-dir>/registry`.
+    #[arg(long, env = "WHARF_REGISTRY_STORAGE")]
+    registry_storage: Option<String>,
+    /// The S3 endpoint for `s3://` registry storage (e.g. `http://127.0.0.1:9000`);
+    /// AWS itself when absent.
+    #[arg(long, env = "WHARF_S3_ENDPOINT")]
+    s3_endpoint: Option<String>,
+    /// The S3 signing region for `s3://` registry storage.
+    #[arg(long, env = "WHARF_S3_REGION", default_value = "us-east-1")]
+    s3_region: String,
+    /// Seconds between two garbage collections of unreferenced registry blobs.
+    #[arg(long, env = "WHARF_REGISTRY_GC_INTERVAL_SECS", default_value_t = 3600)]
+    registry_gc_interval_secs: u64,
+    /// Seconds an unreferenced blob is kept after it was last put to use (uploaded,
+    /// mounted, referenced by a push, found by an existence check).
+    #[arg(long, env = "WHARF_REGISTRY_GC_GRACE_SECS", default_value_t = 3600)]
+    registry_gc_grace_secs: u64,
 }
 
 /// `~/.local/share/wharf` unless a data directory was given.
@@ -125,6 +161,11 @@ pub(crate) fn init_logging(default_level: &str) {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Lb(args) = &cli.command {
+        // `wharf lb` sizes its own runtime (`--threads`).
+        init_logging("info");
+        return lb::main(args.clone());
+    }
     // The agent logs at its configuration's ECS_LOGLEVEL; it sets up logging itself
     // once it has read its configuration.
     if !matches!(cli.command, Command::Agent(_)) {
@@ -137,6 +178,7 @@ fn main() -> anyhow::Result<()> {
             server::Components {
                 agent: !args.no_agent,
                 registry: true,
+                lb: Some(args.lb_addr),
             },
         )),
         Command::Server(args) => runtime.block_on(server::run(
@@ -144,6 +186,7 @@ fn main() -> anyhow::Result<()> {
             server::Components {
                 agent: false,
                 registry: false,
+                lb: None,
             },
         )),
         Command::Env { data_dir } => {
@@ -154,10 +197,15 @@ fn main() -> anyhow::Result<()> {
         Command::Agent(args) => runtime.block_on(agent::run(args)),
         Command::Sim(args) => runtime.block_on(sim::run(args)),
         Command::Logs(args) => runtime.block_on(logs::run(args)),
+        Command::Lb(_) => unreachable!("handled before the runtime is built"),
         Command::Bench(BenchCommand::Api(args)) => runtime.block_on(bench::run_api(args)),
         Command::Bench(BenchCommand::Placement(args)) => {
             runtime.block_on(bench::run_placement(args))
         }
         Command::Bench(BenchCommand::Launch(args)) => runtime.block_on(bench::run_launch(args)),
+        Command::Bench(BenchCommand::Proxy(args)) => runtime.block_on(bench_proxy::run_proxy(args)),
+        Command::Bench(BenchCommand::Registry(args)) => {
+            runtime.block_on(bench_registry::run_registry(args))
+        }
     }
 }
