@@ -1453,3 +1453,315 @@ async fn ip_targets_are_the_instance_host_address_and_host_port() {
     h.pass().await;
     assert!(h.live("c").await.is_empty());
 }
+
+// ---------------------------------------------------------------------------------
+// Services seen from their cluster, tags and client tokens
+// ---------------------------------------------------------------------------------
+
+/// The `statistics` of a DescribeClusters answer, by name.
+fn statistics(cluster: &Value) -> std::collections::BTreeMap<String, String> {
+    cluster["statistics"]
+        .as_array()
+        .expect("statistics")
+        .iter()
+        .map(|kv| {
+            (
+                kv["name"].as_str().unwrap().to_owned(),
+                kv["value"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn describe_cluster(h: &Harness, name: &str) -> Value {
+    let out = h
+        .ok(
+            "DescribeClusters",
+            json!({"clusters": [name], "include": ["STATISTICS"]}),
+        )
+        .await;
+    assert_eq!(out["failures"], json!([]), "{out:#}");
+    out["clusters"][0].clone()
+}
+
+async fn refused_deletion(h: &Harness) {
+    let (code, message) = h.err("DeleteCluster", json!({"cluster": "c"})).await;
+    assert_eq!(code, "ClusterContainsServicesException");
+    assert_eq!(
+        message,
+        "The Cluster cannot be deleted while Services are active."
+    );
+}
+
+async fn listed_tags(h: &Harness, arn: &str) -> Value {
+    h.ok("ListTagsForResource", json!({"resourceArn": arn}))
+        .await["tags"]
+        .clone()
+}
+
+#[tokio::test]
+async fn clusters_count_their_services_and_are_not_deleted_under_them() {
+    let h = Harness::new();
+    setup(&h, 0).await;
+    h.register_td("web", json!({})).await;
+    let cluster = describe_cluster(&h, "c").await;
+    assert_eq!(cluster["activeServicesCount"], 0);
+    assert_eq!(statistics(&cluster)["activeEC2ServiceCount"], "0");
+
+    for name in ["web", "api"] {
+        h.ok(
+            "CreateService",
+            json!({"cluster": "c", "serviceName": name, "taskDefinition": "web", "desiredCount": 0}),
+        )
+        .await;
+    }
+    let cluster = describe_cluster(&h, "c").await;
+    assert_eq!(cluster["activeServicesCount"], 2);
+    let stats = statistics(&cluster);
+    assert_eq!(stats["activeEC2ServiceCount"], "2");
+    assert_eq!(stats["activeFargateServiceCount"], "0");
+    assert_eq!(stats["drainingEC2ServiceCount"], "0");
+    // Services without tasks leave the task counts alone.
+    assert_eq!(stats["runningEC2TasksCount"], "0");
+    assert_eq!(stats["pendingEC2TasksCount"], "0");
+    assert_eq!(cluster["runningTasksCount"], 0);
+
+    refused_deletion(&h).await;
+
+    // A deleted service is DRAINING until the controller sees it has no task left:
+    // no longer active, but still holding the cluster.
+    h.ok("DeleteService", json!({"cluster": "c", "service": "web"}))
+        .await;
+    let cluster = describe_cluster(&h, "c").await;
+    assert_eq!(cluster["activeServicesCount"], 1);
+    let stats = statistics(&cluster);
+    assert_eq!(stats["activeEC2ServiceCount"], "1");
+    assert_eq!(stats["drainingEC2ServiceCount"], "1");
+    h.ok("DeleteService", json!({"cluster": "c", "service": "api"}))
+        .await;
+    let cluster = describe_cluster(&h, "c").await;
+    assert_eq!(cluster["activeServicesCount"], 0);
+    assert_eq!(statistics(&cluster)["drainingEC2ServiceCount"], "2");
+    refused_deletion(&h).await;
+
+    h.settle("c", 3).await;
+    assert_eq!(h.describe("c", "web").await["status"], "INACTIVE");
+    assert_eq!(h.describe("c", "api").await["status"], "INACTIVE");
+    let cluster = describe_cluster(&h, "c").await;
+    assert_eq!(statistics(&cluster)["drainingEC2ServiceCount"], "0");
+    let out = h.ok("DeleteCluster", json!({"cluster": "c"})).await;
+    assert_eq!(out["cluster"]["status"], "INACTIVE");
+    assert_eq!(out["cluster"]["activeServicesCount"], 0);
+}
+
+#[tokio::test]
+async fn service_tags_are_listed_changed_and_propagated() {
+    let h = Harness::new();
+    setup(&h, 1).await;
+    h.register_td("web", json!({})).await;
+    let out = h
+        .ok(
+            "CreateService",
+            json!({
+                "cluster": "c", "serviceName": "web", "taskDefinition": "web",
+                "desiredCount": 0, "tags": [{"key": "team", "value": "a"}],
+                "propagateTags": "SERVICE", "enableECSManagedTags": true,
+            }),
+        )
+        .await;
+    assert_eq!(out["service"]["propagateTags"], "SERVICE");
+    assert_eq!(out["service"]["enableECSManagedTags"], true);
+    let arn = out["service"]["serviceArn"].as_str().unwrap().to_owned();
+    assert_eq!(
+        listed_tags(&h, &arn).await,
+        json!([{"key": "team", "value": "a"}])
+    );
+
+    h.ok(
+        "TagResource",
+        json!({"resourceArn": arn, "tags": [
+            {"key": "team", "value": "b"}, {"key": "env", "value": "prod"},
+        ]}),
+    )
+    .await;
+    let expected = json!([{"key": "team", "value": "b"}, {"key": "env", "value": "prod"}]);
+    assert_eq!(listed_tags(&h, &arn).await, expected);
+    let described = h
+        .ok(
+            "DescribeServices",
+            json!({"cluster": "c", "services": ["web"], "include": ["TAGS"]}),
+        )
+        .await;
+    assert_eq!(described["services"][0]["tags"], expected);
+
+    h.ok(
+        "UntagResource",
+        json!({"resourceArn": arn, "tagKeys": ["team"]}),
+    )
+    .await;
+    assert_eq!(
+        listed_tags(&h, &arn).await,
+        json!([{"key": "env", "value": "prod"}])
+    );
+
+    // The service's tags as they are now go to the tasks it starts.
+    h.ok(
+        "UpdateService",
+        json!({"cluster": "c", "service": "web", "desiredCount": 1}),
+    )
+    .await;
+    h.settle("c", 5).await;
+    let task = h.live("c").await.pop().expect("a task of the service");
+    let out = h
+        .ok(
+            "DescribeTasks",
+            json!({"cluster": "c", "tasks": [task["taskArn"]], "include": ["TAGS"]}),
+        )
+        .await;
+    assert_eq!(
+        out["tasks"][0]["tags"],
+        json!([{"key": "env", "value": "prod"}])
+    );
+
+    // Unknown services and the short ARN form, with the errors each operation declares.
+    let ghost = format!("arn:aws:ecs:{REGION}:{ACCOUNT}:service/c/ghost");
+    let (code, _) = h
+        .err(
+            "TagResource",
+            json!({"resourceArn": ghost, "tags": [{"key": "k", "value": "v"}]}),
+        )
+        .await;
+    assert_eq!(code, "ResourceNotFoundException");
+    let (code, _) = h
+        .err(
+            "UntagResource",
+            json!({"resourceArn": ghost, "tagKeys": ["k"]}),
+        )
+        .await;
+    assert_eq!(code, "ResourceNotFoundException");
+    let (code, _) = h
+        .err("ListTagsForResource", json!({"resourceArn": ghost}))
+        .await;
+    assert_eq!(code, "InvalidParameterException");
+    let short = format!("arn:aws:ecs:{REGION}:{ACCOUNT}:service/web");
+    let (code, message) = h
+        .err(
+            "TagResource",
+            json!({"resourceArn": short, "tags": [{"key": "k", "value": "v"}]}),
+        )
+        .await;
+    assert_eq!(code, "InvalidParameterException");
+    assert!(message.contains("Long arn format"), "{message}");
+    let (code, _) = h
+        .err(
+            "TagResource",
+            json!({"resourceArn": arn, "tags": [{"key": "aws:x", "value": "v"}]}),
+        )
+        .await;
+    assert_eq!(code, "InvalidParameterException");
+}
+
+#[tokio::test]
+async fn a_client_token_makes_create_service_idempotent() {
+    let h = Arc::new(Harness::new());
+    setup(&h, 0).await;
+    h.register_td("web", json!({})).await;
+    let request = json!({
+        "cluster": "c", "serviceName": "web", "taskDefinition": "web",
+        "desiredCount": 1, "clientToken": "token-1",
+    });
+    let first = h.ok("CreateService", request.clone()).await["service"].clone();
+
+    // The same request again, also naming the cluster by ARN: the same service, not a
+    // new one (its deployment is the one the first call started).
+    let mut by_arn = request.clone();
+    by_arn["cluster"] = json!(format!("arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/c"));
+    for retry in [request.clone(), by_arn] {
+        let again = h.ok("CreateService", retry).await["service"].clone();
+        assert_eq!(again["serviceArn"], first["serviceArn"]);
+        assert_eq!(again["createdAt"], first["createdAt"]);
+        assert_eq!(again["deployments"], first["deployments"]);
+    }
+
+    // The token with other parameters is refused and changes nothing; so is another
+    // name under it, which never makes a second service.
+    let mut other = request.clone();
+    other["desiredCount"] = json!(2);
+    let (code, message) = h.err("CreateService", other).await;
+    assert_eq!(code, "InvalidParameterException");
+    assert_eq!(message, "Creation of service was not idempotent.");
+    assert_eq!(h.describe("c", "web").await["desiredCount"], 1);
+    let mut renamed = request.clone();
+    renamed["serviceName"] = json!("web2");
+    let (code, _) = h.err("CreateService", renamed).await;
+    assert_eq!(code, "InvalidParameterException");
+    // Another token cannot take a name in use either.
+    let mut other_token = request.clone();
+    other_token["clientToken"] = json!("token-2");
+    let (code, _) = h.err("CreateService", other_token).await;
+    assert_eq!(code, "InvalidParameterException");
+    let listed = h.ok("ListServices", json!({"cluster": "c"})).await;
+    assert_eq!(
+        strings(&listed["serviceArns"]),
+        [first["serviceArn"].as_str().unwrap()]
+    );
+
+    // After an update the retry still answers the one service, as it is now.
+    h.ok(
+        "UpdateService",
+        json!({"cluster": "c", "service": "web", "desiredCount": 3}),
+    )
+    .await;
+    let again = h.ok("CreateService", request.clone()).await["service"].clone();
+    assert_eq!(again["serviceArn"], first["serviceArn"]);
+    assert_eq!(again["desiredCount"], 3);
+
+    // Racing retries of one request: every one gets the same service. Racing requests
+    // with one token and different names: exactly one service.
+    let mut race = request.clone();
+    race["serviceName"] = json!("raced");
+    race["clientToken"] = json!("token-3");
+    let calls: Vec<_> = (0..6)
+        .map(|_| {
+            let (h, race) = (h.clone(), race.clone());
+            tokio::spawn(async move { h.call("CreateService", race).await })
+        })
+        .collect();
+    let mut deployments = BTreeSet::new();
+    for call in calls {
+        let out = call.await.unwrap().expect("every retry succeeds");
+        deployments.insert(out["service"]["deployments"][0]["id"].to_string());
+    }
+    assert_eq!(deployments.len(), 1, "{deployments:?}");
+    let calls: Vec<_> = (0..6)
+        .map(|i| {
+            let h = h.clone();
+            let mut req = request.clone();
+            req["serviceName"] = json!(format!("contender-{i}"));
+            req["clientToken"] = json!("token-4");
+            tokio::spawn(async move { h.call("CreateService", req).await })
+        })
+        .collect();
+    let mut won = 0;
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(_) => won += 1,
+            Err(err) => assert_eq!(err.code, "InvalidParameterException"),
+        }
+    }
+    assert_eq!(won, 1);
+    let listed = h.ok("ListServices", json!({"cluster": "c"})).await;
+    let contenders = strings(&listed["serviceArns"])
+        .into_iter()
+        .filter(|a| a.contains("/contender-"))
+        .count();
+    assert_eq!(contenders, 1);
+
+    for bad in ["", "with space", &"x".repeat(37)] {
+        let mut req = request.clone();
+        req["serviceName"] = json!("bad-token");
+        req["clientToken"] = json!(bad);
+        let (code, _) = h.err("CreateService", req).await;
+        assert_eq!(code, "InvalidParameterException", "token {bad:?}");
+    }
+}

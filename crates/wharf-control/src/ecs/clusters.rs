@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 use wharf_aws::AwsError;
 use wharf_model::{names, ClusterStatus, ContainerInstanceStatus, ResourceKind, TaskStatus};
 
+use super::services::ServiceStatus;
 use super::tags::{check_tags, wire_tags, Tag, WireTag};
 use super::{invalid, keys, paging, Cx, EcsService};
 use crate::records::{too_much_contention, Versioned, MAX_CONFLICT_RETRIES};
@@ -108,6 +109,36 @@ struct ClusterCounts {
     pending: i64,
 }
 
+/// The cluster's services by status and launch type, as the `statistics` split them.
+/// `activeServicesCount` is the ACTIVE ones only; DRAINING ones (deleted, their tasks
+/// still stopping) appear in the statistics and still keep the cluster from being
+/// deleted.
+#[derive(Default, Debug, PartialEq, Eq)]
+struct ServiceCounts {
+    active_ec2: i64,
+    active_fargate: i64,
+    draining_ec2: i64,
+    draining_fargate: i64,
+}
+
+impl ServiceCounts {
+    fn active(&self) -> i64 {
+        self.active_ec2 + self.active_fargate
+    }
+
+    fn draining(&self) -> i64 {
+        self.draining_ec2 + self.draining_fargate
+    }
+}
+
+/// The part of a stored service the cluster counts read.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ServiceSummary {
+    status: ServiceStatus,
+    launch_type: String,
+}
+
 /// Settings accepted on clusters: `containerInsights` with `enabled`, `disabled` or
 /// `enhanced`.
 fn check_settings(settings: &[Value]) -> Result<(), AwsError> {
@@ -183,16 +214,41 @@ impl EcsService {
         }))
     }
 
+    async fn service_counts(&self, cx: &Cx<'_>, name: &str) -> Result<ServiceCounts, AwsError> {
+        let services = self
+            .records
+            .list::<ServiceSummary>(&keys::services(cx.region, name))
+            .await?;
+        let mut counts = ServiceCounts::default();
+        for service in services {
+            // ECS's statistics have an EC2 and a Fargate column; EXTERNAL services run
+            // on registered instances as EC2 ones do.
+            let fargate = service.value.launch_type == "FARGATE";
+            let slot = match (service.value.status, fargate) {
+                (ServiceStatus::Active, false) => &mut counts.active_ec2,
+                (ServiceStatus::Active, true) => &mut counts.active_fargate,
+                (ServiceStatus::Draining, false) => &mut counts.draining_ec2,
+                (ServiceStatus::Draining, true) => &mut counts.draining_fargate,
+                (ServiceStatus::Inactive, _) => continue,
+            };
+            *slot += 1;
+        }
+        Ok(counts)
+    }
+
     async fn cluster_wire(
         &self,
         cx: &Cx<'_>,
         record: &ClusterRecord,
         include: Include,
     ) -> Result<Value, AwsError> {
-        let counts = if record.status == ClusterStatus::Active {
-            self.cluster_counts(cx, &record.name).await?
+        let (counts, services) = if record.status == ClusterStatus::Active {
+            (
+                self.cluster_counts(cx, &record.name).await?,
+                self.service_counts(cx, &record.name).await?,
+            )
         } else {
-            ClusterCounts::default()
+            (ClusterCounts::default(), ServiceCounts::default())
         };
         let mut wire = json!({
             "clusterArn": record.arn,
@@ -201,7 +257,7 @@ impl EcsService {
             "registeredContainerInstancesCount": counts.registered_instances,
             "runningTasksCount": counts.running,
             "pendingTasksCount": counts.pending,
-            "activeServicesCount": 0,
+            "activeServicesCount": services.active(),
             "capacityProviders": record.capacity_providers,
             "defaultCapacityProviderStrategy": record.default_capacity_provider_strategy,
         });
@@ -211,10 +267,10 @@ impl EcsService {
                 {"name": "runningFargateTasksCount", "value": "0"},
                 {"name": "pendingEC2TasksCount", "value": counts.pending.to_string()},
                 {"name": "pendingFargateTasksCount", "value": "0"},
-                {"name": "activeEC2ServiceCount", "value": "0"},
-                {"name": "activeFargateServiceCount", "value": "0"},
-                {"name": "drainingEC2ServiceCount", "value": "0"},
-                {"name": "drainingFargateServiceCount", "value": "0"},
+                {"name": "activeEC2ServiceCount", "value": services.active_ec2.to_string()},
+                {"name": "activeFargateServiceCount", "value": services.active_fargate.to_string()},
+                {"name": "drainingEC2ServiceCount", "value": services.draining_ec2.to_string()},
+                {"name": "drainingFargateServiceCount", "value": services.draining_fargate.to_string()},
             ]);
         }
         if include.tags {
@@ -381,6 +437,13 @@ impl EcsService {
                 return Err(AwsError::client(
                     "ClusterContainsContainerInstancesException",
                     "The Cluster cannot be deleted while Container Instances are active or draining.",
+                ));
+            }
+            let services = self.service_counts(cx, &cluster.value.name).await?;
+            if services.active() + services.draining() > 0 {
+                return Err(AwsError::client(
+                    "ClusterContainsServicesException",
+                    "The Cluster cannot be deleted while Services are active.",
                 ));
             }
             if counts.running + counts.pending > 0

@@ -39,6 +39,10 @@ pub(crate) fn task(region: &str, cluster: &str, id: &str) -> String {
 pub(crate) fn client_token(region: &str, cluster: &str, token: &str) -> String {
     format!("ecs/{region}/client-token/{cluster}/{token}")
 }
+/// What a CreateService `clientToken` was first used for.
+pub(crate) fn service_client_token(region: &str, cluster: &str, token: &str) -> String {
+    format!("ecs/{region}/service-client-token/{cluster}/{token}")
+}
 pub(crate) fn capacity_provider(region: &str, name: &str) -> String {
     format!("ecs/{region}/capacity-provider/{name}")
 }

@@ -16,8 +16,9 @@ pub(crate) struct Tag {
     pub value: String,
 }
 
-/// The tag list of a request (`[{key, value}]`).
-#[derive(Debug, Default, Deserialize)]
+/// The tag list of a request (`[{key, value}]`). It serializes back to its wire form,
+/// so that a request holding tags can be compared with an earlier one.
+#[derive(Debug, Default, Deserialize, Serialize)]
 pub(crate) struct WireTag {
     key: Option<String>,
     value: Option<String>,
@@ -125,6 +126,14 @@ impl EcsService {
                 }
             }
             ResourceKind::CapacityProvider => keys::capacity_provider(cx.region, &arn.resource),
+            // Only the long ARN form (`service/<cluster>/<name>`) names its cluster, and
+            // ECS tags services only by that form.
+            ResourceKind::Service => {
+                let (cluster, name) = arn.resource.split_once('/').ok_or_else(|| {
+                    invalid("Long arn format must be used for tagging operations.")
+                })?;
+                keys::service(cx.region, cluster, name)
+            }
             _ => {
                 return Err(invalid(format!(
                     "Resource {resource_arn} cannot be tagged."
@@ -141,6 +150,13 @@ impl EcsService {
         change: impl Fn(&mut Vec<Tag>),
     ) -> Result<(), AwsError> {
         let (key, kind) = self.tagged_key(cx, resource_arn)?;
+        // Service writers in this process (the API and the controller) queue on the
+        // service's key lock and expect their compare-and-swap to win; tagging joins
+        // that queue rather than making them lose.
+        let _queued = match kind {
+            ResourceKind::Service => Some(self.key_locks.lock(&key).await),
+            _ => None,
+        };
         for _ in 0..MAX_CONFLICT_RETRIES {
             let Some(mut record) = self.records.get::<Value>(&key).await? else {
                 return Err(match kind {

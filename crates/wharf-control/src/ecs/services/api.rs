@@ -4,7 +4,7 @@
 //! Requests have already been checked against the model's input shapes; these handlers
 //! apply ECS's semantic rules and answer with its exception names.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use wharf_aws::AwsError;
 use wharf_model::{arn, Arn, ResourceKind, TaskDefinitionStatus};
@@ -18,7 +18,7 @@ use crate::ecs::task_definitions::TaskDefinitionRecord;
 use crate::ecs::{client_error, invalid, keys, paging, Cx, EcsService};
 use crate::records::{too_much_contention, Versioned, MAX_CONFLICT_RETRIES};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct WireCircuitBreaker {
     enable: bool,
@@ -27,14 +27,14 @@ pub(crate) struct WireCircuitBreaker {
     threshold_configuration: Option<WireThreshold>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 pub(crate) struct WireThreshold {
     #[serde(rename = "type")]
     kind: String,
     value: i64,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct WireDeploymentConfiguration {
     deployment_circuit_breaker: Option<WireCircuitBreaker>,
@@ -44,7 +44,7 @@ pub(crate) struct WireDeploymentConfiguration {
     alarms: Option<Value>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct WireLoadBalancer {
     target_group_arn: Option<String>,
@@ -53,7 +53,7 @@ pub(crate) struct WireLoadBalancer {
     container_port: Option<i64>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct CreateServiceRequest {
     cluster: Option<String>,
@@ -83,6 +83,9 @@ pub(crate) struct CreateServiceRequest {
     enable_ecs_managed_tags: Option<bool>,
     propagate_tags: Option<String>,
     enable_execute_command: Option<bool>,
+    /// Not part of the parameters a retry is compared on.
+    #[serde(skip_serializing)]
+    client_token: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -138,6 +141,43 @@ pub(crate) struct ListServicesRequest {
 #[serde(rename_all = "camelCase")]
 pub(crate) struct ListServicesByNamespaceRequest {
     namespace: String,
+}
+
+/// What a CreateService client token was first used with: the request's parameters
+/// (all but the cluster, which the token's key already names, and the token itself).
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ClientTokenBinding {
+    parameters: Value,
+    bound_at: i64,
+}
+
+/// ECS's answer to a CreateService that clashes with an existing service of the name,
+/// or that reuses a client token with other parameters (CreateService declares no
+/// ConflictException, unlike RunTask).
+fn not_idempotent() -> AwsError {
+    invalid("Creation of service was not idempotent.")
+}
+
+/// A client token is 1 to 36 ASCII characters from `!` (33) to `~` (126).
+fn check_client_token(token: &str) -> Result<(), AwsError> {
+    if token.is_empty() || token.len() > 36 || !token.bytes().all(|b| (33..=126).contains(&b)) {
+        return Err(invalid(
+            "clientToken must be 1 to 36 ASCII characters in the range 33-126.",
+        ));
+    }
+    Ok(())
+}
+
+/// The parameters a retried CreateService is compared on: the request as given,
+/// without its cluster and client token.
+fn creation_parameters(req: &CreateServiceRequest) -> Result<Value, AwsError> {
+    let mut parameters = serde_json::to_value(req)
+        .map_err(|e| AwsError::server("ServerException", e.to_string()))?;
+    if let Some(map) = parameters.as_object_mut() {
+        map.remove("cluster");
+    }
+    Ok(parameters)
 }
 
 fn service_not_found() -> AwsError {
@@ -454,10 +494,15 @@ impl EcsService {
     pub(crate) async fn create_service(
         &self,
         cx: &Cx<'_>,
-        req: CreateServiceRequest,
+        mut req: CreateServiceRequest,
     ) -> Result<Value, AwsError> {
         let cluster = self.active_cluster(cx, req.cluster.as_deref()).await?.value;
         check_service_name(&req.service_name)?;
+        let client_token = req.client_token.take();
+        if let Some(token) = &client_token {
+            check_client_token(token)?;
+        }
+        let parameters = creation_parameters(&req)?;
         let strategy = match req.scheduling_strategy.as_deref() {
             None | Some("REPLICA") => SchedulingStrategy::Replica,
             Some("DAEMON") => SchedulingStrategy::Daemon,
@@ -558,12 +603,23 @@ impl EcsService {
             .await?;
         let key = keys::service(cx.region, &cluster.name, &req.service_name);
         let _queued = self.key_locks.lock(&key).await;
+        if let Some(token) = &client_token {
+            self.bind_client_token(cx, &cluster.name, token, parameters)
+                .await?;
+        }
+        let made_by_token = |service: &ServiceRecord| {
+            client_token.is_some() && service.client_token == client_token
+        };
         let existing = self.records.get::<ServiceRecord>(&key).await?;
-        if existing
-            .as_ref()
-            .is_some_and(|e| e.value.status != ServiceStatus::Inactive)
-        {
-            return Err(invalid("Creation of service was not idempotent."));
+        if let Some(existing) = &existing {
+            // A retry of the request that made the service answers it as it is now,
+            // whatever happened to it since.
+            if made_by_token(&existing.value) {
+                return Ok(json!({"service": existing.value.to_wire(true)}));
+            }
+            if existing.value.status != ServiceStatus::Inactive {
+                return Err(not_idempotent());
+            }
         }
         let arn = cx.arn(
             ResourceKind::Service,
@@ -594,6 +650,7 @@ impl EcsService {
             created_at: cx.now_millis,
             created_by: format!("arn:aws:iam::{}:root", cx.account),
             tags,
+            client_token: client_token.clone(),
             deployments: vec![deployment],
             last_completed: None,
             events: Vec::new(),
@@ -607,9 +664,46 @@ impl EcsService {
         };
         let expected = existing.map(|e| e.revision).unwrap_or(0);
         if !self.records.put_if(&key, &record, expected).await? {
-            return Err(invalid("Creation of service was not idempotent."));
+            // Another control-plane process wrote the service first: if that was the
+            // same request (retried with its token), its service is the answer.
+            if let Some(winner) = self.records.get::<ServiceRecord>(&key).await? {
+                if made_by_token(&winner.value) {
+                    return Ok(json!({"service": winner.value.to_wire(true)}));
+                }
+            }
+            return Err(not_idempotent());
         }
         Ok(json!({"service": record.to_wire(true)}))
+    }
+
+    /// Binds a CreateService client token to the request's parameters, or checks that
+    /// the request that bound it had the same ones. The binding is written before the
+    /// service, with a create-only write, so that one token can never make two
+    /// services, not even when two requests carrying it race.
+    async fn bind_client_token(
+        &self,
+        cx: &Cx<'_>,
+        cluster: &str,
+        token: &str,
+        parameters: Value,
+    ) -> Result<(), AwsError> {
+        let key = keys::service_client_token(cx.region, cluster, token);
+        let binding = ClientTokenBinding {
+            parameters,
+            bound_at: cx.now_millis,
+        };
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            if let Some(stored) = self.records.get::<ClientTokenBinding>(&key).await? {
+                if stored.value.parameters != binding.parameters {
+                    return Err(not_idempotent());
+                }
+                return Ok(());
+            }
+            if self.records.put_if(&key, &binding, 0).await? {
+                return Ok(());
+            }
+        }
+        Err(too_much_contention())
     }
 
     /// Reads a service of an ACTIVE cluster, or fails with ServiceNotFoundException.

@@ -362,6 +362,9 @@ pub(crate) struct ServiceRecord {
     pub created_by: String,
     #[serde(default)]
     pub tags: Vec<Tag>,
+    /// The `clientToken` of the CreateService that made it, if it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_token: Option<String>,
     /// PRIMARY first.
     pub deployments: Vec<DeploymentRecord>,
     /// The deployment a circuit breaker rolls back to.
@@ -582,6 +585,7 @@ mod tests {
             created_at: 0,
             created_by: "x".to_owned(),
             tags: vec![],
+            client_token: None,
             deployments: vec![],
             last_completed: None,
             events: vec![],
