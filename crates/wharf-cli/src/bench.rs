@@ -242,15 +242,15 @@ pub(crate) async fn run_api(args: ApiBenchArgs) -> anyhow::Result<()> {
 
 /// A `wharf` process the benchmark measures, on a free port over a temporary data
 /// directory, killed when dropped.
-struct ChildWharf {
-    process: tokio::process::Child,
-    client: wharf_agent_channel::client::EcsClient,
+pub(crate) struct ChildWharf {
+    pub(crate) process: tokio::process::Child,
+    pub(crate) client: wharf_agent_channel::client::EcsClient,
     _data_dir: tempfile::TempDir,
 }
 
 impl ChildWharf {
     /// Starts `wharf <subcommand…>` and waits until its API answers.
-    async fn start(subcommand: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Self> {
+    pub(crate) async fn start(subcommand: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let data_dir = tempfile::tempdir()?;
         let port = {
             let probe = std::net::TcpListener::bind("127.0.0.1:0")?;

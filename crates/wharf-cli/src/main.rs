@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 mod agent;
 mod bench;
+mod bench_deploy;
 mod bench_proxy;
 mod bench_registry;
 mod credentials;
@@ -77,6 +78,10 @@ enum BenchCommand {
     /// Wharf's registry and Debian's CNCF distribution in the same run: MB/s, blobs/s
     /// and the ratio of the two.
     Registry(bench_registry::RegistryBenchArgs),
+    /// A rolling deployment of 10 load-balanced tasks on the local Docker engine under
+    /// 200 req/s through the listener: time from UpdateService to stable, failed
+    /// requests, and the share answered by the new revision.
+    Deploy(bench_deploy::DeployBenchArgs),
 }
 
 /// Flags of `up`.
@@ -206,6 +211,9 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Proxy(args)) => runtime.block_on(bench_proxy::run_proxy(args)),
         Command::Bench(BenchCommand::Registry(args)) => {
             runtime.block_on(bench_registry::run_registry(args))
+        }
+        Command::Bench(BenchCommand::Deploy(args)) => {
+            runtime.block_on(bench_deploy::run_deploy(args))
         }
     }
 }
