@@ -43,6 +43,11 @@ pub(crate) struct SimArgs {
     /// Channel heartbeat interval, in seconds.
     #[arg(long, default_value_t = 10)]
     heartbeat_secs: u64,
+    /// The prefix of the fleet's EC2 instance ids (`i-<prefix><index>`). A fleet
+    /// restarted with the same prefix takes its instances back; a second fleet beside
+    /// it needs a prefix of its own.
+    #[arg(long, default_value = "hollow")]
+    id_prefix: String,
 }
 
 /// Runs the fleet until SIGINT or SIGTERM, printing its progress.
@@ -76,7 +81,7 @@ pub(crate) async fn run(args: SimArgs) -> anyhow::Result<()> {
             cpu: args.cpu,
             memory: args.memory,
             heartbeat: Duration::from_secs(args.heartbeat_secs.max(1)),
-            id_prefix: "hollow".to_owned(),
+            id_prefix: args.id_prefix.clone(),
         },
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

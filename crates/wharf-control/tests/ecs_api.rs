@@ -1363,6 +1363,17 @@ async fn register_container_instance_with_identity_document_is_idempotent() {
         filtered["containerInstanceArns"].as_array().unwrap().len(),
         1
     );
+
+    // An operator's drain outlives the agent: re-registering keeps the instance DRAINING.
+    let arn = first["containerInstance"]["containerInstanceArn"].clone();
+    h.ok(
+        "UpdateContainerInstancesState",
+        json!({"cluster": "c1", "containerInstances": [arn], "status": "DRAINING"}),
+    )
+    .await;
+    let third = register().await;
+    assert_eq!(third["containerInstance"]["containerInstanceArn"], arn);
+    assert_eq!(third["containerInstance"]["status"], "DRAINING");
 }
 
 #[tokio::test]

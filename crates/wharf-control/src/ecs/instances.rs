@@ -424,7 +424,14 @@ impl EcsService {
             ),
             ec2_instance_id: doc_field("instanceId").unwrap_or_else(|| synthetic_ec2_id(&id)),
             cluster: cluster.name.clone(),
-            status: ContainerInstanceStatus::Active,
+            // A restarted agent taking its instance back does not undo a drain the
+            // operator asked for: only UpdateContainerInstancesState does.
+            status: match &existing {
+                Some(e) if e.value.status == ContainerInstanceStatus::Draining => {
+                    ContainerInstanceStatus::Draining
+                }
+                _ => ContainerInstanceStatus::Active,
+            },
             status_reason: None,
             agent_connected: true,
             version,
