@@ -702,3 +702,10 @@ pub(crate) async fn run_launch(args: LaunchBenchArgs) -> anyhow::Result<()> {
     remove_labelled(&instance_label).await;
     Ok(())
 }
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub(crate) fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}

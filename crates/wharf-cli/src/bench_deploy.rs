@@ -26,9 +26,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 use wharf_agent_channel::client::EcsClient;
-use wharf_aws::sigv4::{sign_http_request, SigningScope};
+use wharf_aws::sigv4::{encode_query_component, sign_http_request, SigningScope};
 
-use crate::bench::ChildWharf;
+use crate::bench::{free_port, ChildWharf};
 
 /// Flags of `wharf bench deploy`.
 #[derive(Args, Clone)]
@@ -181,20 +181,6 @@ struct Elbv2 {
     ecs: EcsClient,
 }
 
-/// `application/x-www-form-urlencoded` escaping of one key or value.
-fn form_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(byte as char)
-            }
-            other => out.push_str(&format!("%{other:02X}")),
-        }
-    }
-    out
-}
-
 /// The text of the first `<tag>…</tag>` in an XML answer.
 fn xml_text<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
     let open = format!("<{tag}>");
@@ -207,7 +193,11 @@ impl Elbv2 {
     async fn call(&self, action: &str, params: &[(&str, &str)]) -> anyhow::Result<String> {
         let mut body = format!("Action={action}&Version=2015-12-01");
         for (key, value) in params {
-            body.push_str(&format!("&{}={}", form_escape(key), form_escape(value)));
+            body.push_str(&format!(
+                "&{}={}",
+                encode_query_component(key),
+                encode_query_component(value)
+            ));
         }
         let body = body.into_bytes();
         let mut request = http::Request::post(format!("{}/", self.ecs.endpoint()))
@@ -506,12 +496,6 @@ async fn register_revision(ecs: &EcsClient, image: &str, revision: u32) -> anyho
         "expected revision {revision}, got {arn}"
     );
     Ok(arn.to_owned())
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 /// The scenario on a running child; the caller cleans up.

@@ -23,6 +23,8 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::rt::TokioIo;
 use wharf_lb::records::{self, *};
 
+use crate::bench::free_port;
+
 /// Flags of `wharf bench proxy`.
 #[derive(Args, Clone)]
 pub(crate) struct ProxyBenchArgs {
@@ -138,12 +140,6 @@ fn start_upstream() -> anyhow::Result<SocketAddr> {
             });
         })?;
     Ok(rx.recv_timeout(Duration::from_secs(5))?)
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 /// The static configuration `wharf lb` serves: one listener forwarding to one target.

@@ -391,10 +391,22 @@ impl EcsService {
         cx: &Cx<'_>,
         reference: &str,
     ) -> Result<TaskDefinitionRecord, AwsError> {
+        self.active_definition(cx, reference, "Unable to find task definition.")
+            .await
+    }
+
+    /// The ACTIVE revision `reference` names; `not_found` is the caller's message for
+    /// a reference that names none.
+    pub(crate) async fn active_definition(
+        &self,
+        cx: &Cx<'_>,
+        reference: &str,
+        not_found: &str,
+    ) -> Result<TaskDefinitionRecord, AwsError> {
         let definition = self
             .find_task_definition(cx, reference)
             .await?
-            .ok_or_else(|| client_error("Unable to find task definition."))?
+            .ok_or_else(|| client_error(not_found))?
             .value;
         if definition.status != TaskDefinitionStatus::Active {
             return Err(client_error(format!(

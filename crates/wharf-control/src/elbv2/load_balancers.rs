@@ -200,7 +200,9 @@ pub(crate) struct ModifyLoadBalancerAttributesRequest {
     attributes: Vec<WireAttribute>,
 }
 
-fn wire_attributes(attributes: &BTreeMap<String, String>) -> Value {
+/// A load balancer's or target group's attributes as the API lists them (without
+/// Wharf's hidden `wharf:` keys).
+pub(crate) fn wire_attributes(attributes: &BTreeMap<String, String>) -> Value {
     Value::Array(
         attributes
             .iter()
@@ -208,6 +210,24 @@ fn wire_attributes(attributes: &BTreeMap<String, String>) -> Value {
             .map(|(k, v)| json!({"Key": k, "Value": v}))
             .collect(),
     )
+}
+
+/// The `(key, value)` pairs a Modify…Attributes call asks for, each checked by
+/// `check` before anything is written.
+pub(crate) fn attribute_changes(
+    attributes: &[WireAttribute],
+    check: fn(&str, &str) -> Result<(), String>,
+) -> Result<Vec<(String, String)>, AwsError> {
+    attributes
+        .iter()
+        .map(|a| {
+            let (Some(key), Some(value)) = (&a.key, &a.value) else {
+                return Err(validation("Each attribute needs a Key and a Value"));
+            };
+            check(key, value).map_err(validation)?;
+            Ok((key.clone(), value.clone()))
+        })
+        .collect()
 }
 
 impl Elbv2Service {
@@ -417,14 +437,7 @@ impl Elbv2Service {
         cx: &Cx<'_>,
         req: ModifyLoadBalancerAttributesRequest,
     ) -> Result<Value, AwsError> {
-        let mut changes = Vec::new();
-        for a in &req.attributes {
-            let (Some(key), Some(value)) = (&a.key, &a.value) else {
-                return Err(validation("Each attribute needs a Key and a Value"));
-            };
-            check_attribute(key, value).map_err(validation)?;
-            changes.push((key.clone(), value.clone()));
-        }
+        let changes = attribute_changes(&req.attributes, check_attribute)?;
         for _ in 0..MAX_CONFLICT_RETRIES {
             let Versioned {
                 mut value,

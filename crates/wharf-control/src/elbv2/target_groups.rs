@@ -7,8 +7,6 @@
 //! timeout, 5 healthy and 2 unhealthy in a row, matcher `200`) and its rules (the
 //! timeout is shorter than the interval; matcher codes are 200 to 499).
 
-use std::collections::BTreeMap;
-
 use serde::Deserialize;
 use serde_json::{json, Value};
 use wharf_aws::AwsError;
@@ -19,7 +17,9 @@ use wharf_store::Txn;
 
 use super::arns;
 use super::error::{validation, Elbv2Error};
-use super::load_balancers::{check_name, WireAttribute, WHARF_VPC};
+use super::load_balancers::{
+    attribute_changes, check_name, wire_attributes, WireAttribute, WHARF_VPC,
+};
 use super::tags::{tag_map, WireTag};
 use super::{paging, resolve, Cx, Elbv2Service};
 use crate::records::{too_much_contention, Versioned, MAX_CONFLICT_RETRIES};
@@ -290,15 +290,6 @@ pub(crate) struct ModifyTargetGroupAttributesRequest {
     attributes: Vec<WireAttribute>,
 }
 
-fn wire_attributes(attributes: &BTreeMap<String, String>) -> Value {
-    Value::Array(
-        attributes
-            .iter()
-            .map(|(k, v)| json!({"Key": k, "Value": v}))
-            .collect(),
-    )
-}
-
 impl Elbv2Service {
     pub(crate) async fn create_target_group(
         &self,
@@ -520,14 +511,7 @@ impl Elbv2Service {
         cx: &Cx<'_>,
         req: ModifyTargetGroupAttributesRequest,
     ) -> Result<Value, AwsError> {
-        let mut changes = Vec::new();
-        for a in &req.attributes {
-            let (Some(key), Some(value)) = (&a.key, &a.value) else {
-                return Err(validation("Each attribute needs a Key and a Value"));
-            };
-            check_attribute(key, value).map_err(validation)?;
-            changes.push((key.clone(), value.clone()));
-        }
+        let changes = attribute_changes(&req.attributes, check_attribute)?;
         for _ in 0..MAX_CONFLICT_RETRIES {
             let Versioned {
                 mut value,

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use wharf_aws::AwsError;
-use wharf_model::{arn, Arn, ResourceKind, TaskDefinitionStatus};
+use wharf_model::{arn, Arn, ResourceKind};
 
 use super::{
     CircuitBreaker, DeploymentConfiguration, DeploymentRecord, DeploymentStatus,
@@ -388,18 +388,8 @@ impl EcsService {
         cx: &Cx<'_>,
         reference: &str,
     ) -> Result<TaskDefinitionRecord, AwsError> {
-        let definition = self
-            .find_task_definition(cx, reference)
-            .await?
-            .ok_or_else(|| client_error("TaskDefinition not found."))?
-            .value;
-        if definition.status != TaskDefinitionStatus::Active {
-            return Err(client_error(format!(
-                "TaskDefinition is inactive ({})",
-                definition.arn
-            )));
-        }
-        Ok(definition)
+        self.active_definition(cx, reference, "TaskDefinition not found.")
+            .await
     }
 
     /// Validates `loadBalancers` against the task definition and the target groups.
