@@ -73,7 +73,7 @@ def test_service_replaces_scales_and_rolls(node):
     w, ecs, instance = node
     v1 = web_td(ecs, "one")
     created = ecs.create_service(cluster="default", serviceName="web", taskDefinition=v1,
-                                 desiredCount=2)["service"]
+                                 desiredCount=2, enableECSManagedTags=True)["service"]
     assert created["status"] == "ACTIVE"
     assert created["deployments"][0]["rolloutState"] == "IN_PROGRESS"
 
@@ -85,6 +85,11 @@ def test_service_replaces_scales_and_rolls(node):
     assert len(tasks) == 2
     assert {t["group"] for t in tasks} == {"service:web"}
     assert len(running_containers(instance)) == 2
+    # ECS managed tags name the task's cluster and service.
+    for task in tasks:
+        tags = ecs.list_tags_for_resource(resourceArn=task["taskArn"])["tags"]
+        assert {"key": "aws:ecs:clusterName", "value": "default"} in tags
+        assert {"key": "aws:ecs:serviceName", "value": "web"} in tags
 
     # Kill one task's container: the task stops and the controller replaces it.
     victim = tasks[0]["taskArn"]
@@ -106,9 +111,15 @@ def test_service_replaces_scales_and_rolls(node):
     svc = wait_stable(ecs)
     assert svc["runningCount"] == 3
     wait_for("three containers", lambda: len(running_containers(instance)) == 3, 30)
+    before = {t["taskArn"] for t in service_tasks(ecs)}
     ecs.update_service(cluster="default", service="web", desiredCount=1)
     svc = wait_stable(ecs)
     assert svc["runningCount"] == 1
+    # The waiter passes only once the tasks let go have really stopped.
+    let_go = before - {t["taskArn"] for t in service_tasks(ecs)}
+    assert len(let_go) == 2
+    described = ecs.describe_tasks(cluster="default", tasks=sorted(let_go))["tasks"]
+    assert [t["lastStatus"] for t in described] == ["STOPPED", "STOPPED"]
     assert any("has stopped 2 running tasks" in m for m in messages(svc))
     wait_for("one container left", lambda: len(running_containers(instance)) == 1, 30)
 

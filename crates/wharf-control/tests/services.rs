@@ -1618,9 +1618,14 @@ async fn service_tags_are_listed_changed_and_propagated() {
             json!({"cluster": "c", "tasks": [task["taskArn"]], "include": ["TAGS"]}),
         )
         .await;
+    // The service was created with ECS managed tags on: they follow the propagated ones.
     assert_eq!(
         out["tasks"][0]["tags"],
-        json!([{"key": "env", "value": "prod"}])
+        json!([
+            {"key": "env", "value": "prod"},
+            {"key": "aws:ecs:clusterName", "value": "c"},
+            {"key": "aws:ecs:serviceName", "value": "web"},
+        ])
     );
 
     // Unknown services and the short ARN form, with the errors each operation declares.
@@ -1764,4 +1769,369 @@ async fn a_client_token_makes_create_service_idempotent() {
         let (code, _) = h.err("CreateService", req).await;
         assert_eq!(code, "InvalidParameterException", "token {bad:?}");
     }
+}
+
+// ---------------------------------------------------------------------------------
+// Counting tasks on their way out, and ECS managed tags
+// ---------------------------------------------------------------------------------
+
+fn arns(tasks: &[Value]) -> BTreeSet<String> {
+    tasks
+        .iter()
+        .map(|t| t["taskArn"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Tasks asked to stop whose agent has not yet reported them STOPPED.
+async fn stopping(h: &Harness, cluster: &str) -> Vec<Value> {
+    h.tasks(cluster)
+        .await
+        .into_iter()
+        .filter(|t| t["desiredStatus"] == "STOPPED" && t["lastStatus"] != "STOPPED")
+        .collect()
+}
+
+#[tokio::test]
+async fn a_scaled_down_service_is_stable_only_once_its_tasks_have_stopped() {
+    let h = Harness::new();
+    setup(&h, 2).await;
+    h.register_td("web", json!({})).await;
+    h.ok(
+        "CreateService",
+        json!({"cluster": "c", "serviceName": "web", "taskDefinition": "web", "desiredCount": 1}),
+    )
+    .await;
+    h.settle("c", 5).await;
+    assert!(stable(&h.describe("c", "web").await));
+
+    // Scale to 0: the task is asked to stop, but its agent has not reported it stopped.
+    h.ok(
+        "UpdateService",
+        json!({"cluster": "c", "service": "web", "desiredCount": 0}),
+    )
+    .await;
+    h.pass().await;
+    let leaving = stopping(&h, "c").await;
+    assert_eq!(leaving.len(), 1);
+    assert_eq!(leaving[0]["lastStatus"], "RUNNING");
+    for _ in 0..3 {
+        h.clock.advance(1_000);
+        h.pass().await;
+        let svc = h.describe("c", "web").await;
+        assert_eq!(svc["desiredCount"], 0);
+        assert_eq!(svc["runningCount"], 1, "{svc:#}");
+        assert_eq!(svc["deployments"][0]["runningCount"], 1);
+        assert_eq!(svc["pendingCount"], 0);
+        assert!(!stable(&svc), "the waiter must not pass yet: {svc:#}");
+        assert_eq!(count_messages(&svc, "has reached a steady state."), 1);
+        // Nothing else is stopped or started meanwhile.
+        assert!(h.live("c").await.is_empty());
+        assert_eq!(stopping(&h, "c").await.len(), 1);
+    }
+
+    // The agent reports it stopped: now the service is stable, and says so once.
+    h.report("c", &leaving[0], "STOPPED", Some(143)).await;
+    h.pass().await;
+    let svc = h.describe("c", "web").await;
+    assert_eq!(svc["runningCount"], 0);
+    assert_eq!(svc["deployments"][0]["runningCount"], 0);
+    assert!(stable(&svc), "{svc:#}");
+    assert_eq!(count_messages(&svc, "has reached a steady state."), 2);
+    assert_eq!(
+        messages(&svc)[0],
+        "(service web) has reached a steady state."
+    );
+    assert_eq!(h.pass().await, 0);
+
+    // From 3 to 1: the two leaving tasks still count as running until they stop, and
+    // are neither replaced nor stopped twice.
+    h.ok(
+        "UpdateService",
+        json!({"cluster": "c", "service": "web", "desiredCount": 3}),
+    )
+    .await;
+    h.settle("c", 5).await;
+    assert_eq!(h.describe("c", "web").await["runningCount"], 3);
+    h.ok(
+        "UpdateService",
+        json!({"cluster": "c", "service": "web", "desiredCount": 1}),
+    )
+    .await;
+    h.pass().await;
+    let leaving = stopping(&h, "c").await;
+    assert_eq!(leaving.len(), 2);
+    let kept = arns(&h.live("c").await);
+    assert_eq!(kept.len(), 1);
+    for _ in 0..3 {
+        h.clock.advance(1_000);
+        h.pass().await;
+        let svc = h.describe("c", "web").await;
+        assert_eq!(svc["runningCount"], 3, "{svc:#}");
+        assert!(!stable(&svc));
+        assert_eq!(arns(&h.live("c").await), kept);
+        assert_eq!(arns(&stopping(&h, "c").await), arns(&leaving));
+    }
+    h.report("c", &leaving[0], "STOPPED", Some(143)).await;
+    h.pass().await;
+    let svc = h.describe("c", "web").await;
+    assert_eq!(svc["runningCount"], 2);
+    assert!(!stable(&svc));
+    assert_eq!(arns(&h.live("c").await), kept);
+    h.report("c", &leaving[1], "STOPPED", Some(143)).await;
+    h.pass().await;
+    let svc = h.describe("c", "web").await;
+    assert_eq!(svc["runningCount"], 1);
+    assert!(stable(&svc), "{svc:#}");
+    assert_eq!(count_messages(&svc, "has reached a steady state."), 4);
+}
+
+#[tokio::test]
+async fn a_replaced_task_counts_as_running_until_it_stops_but_is_replaced_once() {
+    let h = Harness::new();
+    setup(&h, 2).await;
+    h.register_td("web", json!({})).await;
+    h.ok(
+        "CreateService",
+        json!({"cluster": "c", "serviceName": "web", "taskDefinition": "web", "desiredCount": 2,
+               "deploymentConfiguration": {"maximumPercent": 200, "minimumHealthyPercent": 100}}),
+    )
+    .await;
+    h.settle("c", 5).await;
+    let old = arns(&h.live("c").await);
+    h.ok(
+        "UpdateService",
+        json!({"cluster": "c", "service": "web", "forceNewDeployment": true}),
+    )
+    .await;
+    // The new tasks start and become healthy; the old ones are asked to stop, but
+    // their agent is slow to report.
+    h.pass().await;
+    for task in h.live("c").await {
+        if !old.contains(task["taskArn"].as_str().unwrap()) {
+            h.report("c", &task, "RUNNING", None).await;
+            h.clock.advance(1);
+        }
+    }
+    h.pass().await;
+    h.clock.advance(11_000);
+    h.pass().await;
+    let leaving = stopping(&h, "c").await;
+    assert_eq!(arns(&leaving), old);
+    for _ in 0..3 {
+        h.clock.advance(1_000);
+        h.pass().await;
+        let svc = h.describe("c", "web").await;
+        // Both deployments stay while the old tasks run; the old one wants none.
+        let deployments = svc["deployments"].as_array().unwrap();
+        assert_eq!(deployments.len(), 2, "{svc:#}");
+        assert_eq!(deployments[0]["runningCount"], 2);
+        assert_eq!(deployments[1]["runningCount"], 2);
+        assert_eq!(deployments[1]["desiredCount"], 0);
+        assert_eq!(svc["runningCount"], 4);
+        assert!(!stable(&svc));
+        // Never more than the two new tasks: the leaving ones are not replaced again.
+        assert_eq!(h.live("c").await.len(), 2);
+    }
+    h.agent("c").await;
+    h.pass().await;
+    let svc = h.describe("c", "web").await;
+    assert!(stable(&svc), "{svc:#}");
+    assert_eq!(svc["runningCount"], 2);
+}
+
+async fn task_tags(h: &Harness, task: &Value) -> Value {
+    listed_tags(h, task["taskArn"].as_str().unwrap()).await
+}
+
+#[tokio::test]
+async fn ecs_managed_tags_follow_the_flag() {
+    let h = Harness::new();
+    setup(&h, 2).await;
+    h.register_td("web", json!({})).await;
+    h.ok(
+        "CreateService",
+        json!({
+            "cluster": "c", "serviceName": "web", "taskDefinition": "web", "desiredCount": 1,
+            "tags": [{"key": "team", "value": "a"}], "propagateTags": "SERVICE",
+        }),
+    )
+    .await;
+    h.settle("c", 5).await;
+    let task = h.live("c").await.pop().expect("a task of the service");
+    assert_eq!(
+        task_tags(&h, &task).await,
+        json!([{"key": "team", "value": "a"}])
+    );
+
+    // Turned on: the tasks started after the update carry the managed tags.
+    let out = h
+        .ok(
+            "UpdateService",
+            json!({"cluster": "c", "service": "web", "enableECSManagedTags": true,
+                   "forceNewDeployment": true}),
+        )
+        .await;
+    assert_eq!(out["service"]["enableECSManagedTags"], true);
+    h.settle("c", 10).await;
+    let live = h.live("c").await;
+    assert_eq!(live.len(), 1);
+    assert_ne!(live[0]["taskArn"], task["taskArn"]);
+    let managed = json!([
+        {"key": "team", "value": "a"},
+        {"key": "aws:ecs:clusterName", "value": "c"},
+        {"key": "aws:ecs:serviceName", "value": "web"},
+    ]);
+    assert_eq!(task_tags(&h, &live[0]).await, managed);
+
+    // Users may neither set, change nor remove tags with the reserved prefix.
+    let arn = live[0]["taskArn"].clone();
+    for key in ["aws:ecs:clusterName", "AWS:mine"] {
+        let (code, _) = h
+            .err(
+                "TagResource",
+                json!({"resourceArn": arn, "tags": [{"key": key, "value": "x"}]}),
+            )
+            .await;
+        assert_eq!(code, "InvalidParameterException", "{key}");
+    }
+    let (code, _) = h
+        .err(
+            "UntagResource",
+            json!({"resourceArn": arn, "tagKeys": ["aws:ecs:serviceName"]}),
+        )
+        .await;
+    assert_eq!(code, "InvalidParameterException");
+    assert_eq!(task_tags(&h, &live[0]).await, managed);
+    // Their own tags they may change, and the managed ones stay.
+    h.ok(
+        "TagResource",
+        json!({"resourceArn": arn, "tags": [{"key": "team", "value": "b"}]}),
+    )
+    .await;
+    h.ok(
+        "UntagResource",
+        json!({"resourceArn": arn, "tagKeys": ["team"]}),
+    )
+    .await;
+    assert_eq!(
+        task_tags(&h, &live[0]).await,
+        json!([
+            {"key": "aws:ecs:clusterName", "value": "c"},
+            {"key": "aws:ecs:serviceName", "value": "web"},
+        ])
+    );
+
+    // Turned off again, with propagation off: new tasks carry no tag at all.
+    h.ok(
+        "UpdateService",
+        json!({"cluster": "c", "service": "web", "enableECSManagedTags": false,
+               "propagateTags": "NONE", "forceNewDeployment": true}),
+    )
+    .await;
+    h.settle("c", 10).await;
+    let live = h.live("c").await;
+    assert_eq!(live.len(), 1);
+    assert_ne!(live[0]["taskArn"], arn);
+    assert_eq!(task_tags(&h, &live[0]).await, json!([]));
+
+    // A service may not carry reserved tags either.
+    let (code, message) = h
+        .err(
+            "CreateService",
+            json!({"cluster": "c", "serviceName": "api", "taskDefinition": "web",
+                   "desiredCount": 0, "tags": [{"key": "aws:ecs:serviceName", "value": "x"}]}),
+        )
+        .await;
+    assert_eq!(code, "InvalidParameterException");
+    assert!(message.contains("aws:"), "{message}");
+}
+
+#[tokio::test]
+async fn managed_tags_do_not_count_against_the_tag_limit() {
+    let h = Harness::new();
+    setup(&h, 1).await;
+    h.register_td("web", json!({})).await;
+    let tags: Vec<Value> = (0..50)
+        .map(|i| json!({"key": format!("k{i}"), "value": "v"}))
+        .collect();
+    h.ok(
+        "CreateService",
+        json!({
+            "cluster": "c", "serviceName": "web", "taskDefinition": "web", "desiredCount": 1,
+            "tags": tags, "propagateTags": "SERVICE", "enableECSManagedTags": true,
+        }),
+    )
+    .await;
+    h.settle("c", 5).await;
+    let task = h.live("c").await.pop().expect("a task of the service");
+    // The model bounds a tag list at 50, but ECS documents that `aws:` tags do not
+    // count against that limit; so this listing is read without the output check.
+    let ctx = CallContext {
+        request_id: "00000000-0000-0000-0000-000000000000".to_owned(),
+        region: REGION.to_owned(),
+        access_key_id: "AKIDWHARFTEST".to_owned(),
+        account_id: ACCOUNT.to_owned(),
+    };
+    let listed = h
+        .service
+        .call(
+            &ctx,
+            "ListTagsForResource",
+            ServiceInput::Json(json!({"resourceArn": task["taskArn"]})),
+        )
+        .await
+        .expect("ListTagsForResource");
+    let ServiceOutput::Json(listed) = listed else {
+        panic!("ListTagsForResource answered a non-JSON output");
+    };
+    let keys: Vec<&str> = listed["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys.len(), 52);
+    assert_eq!(keys[50..], ["aws:ecs:clusterName", "aws:ecs:serviceName"]);
+    // 50 of the user's own: changing one is fine, adding a 51st is not.
+    h.ok(
+        "TagResource",
+        json!({"resourceArn": task["taskArn"], "tags": [{"key": "k0", "value": "w"}]}),
+    )
+    .await;
+    let (code, _) = h
+        .err(
+            "TagResource",
+            json!({"resourceArn": task["taskArn"], "tags": [{"key": "k50", "value": "v"}]}),
+        )
+        .await;
+    assert_eq!(code, "InvalidParameterException");
+}
+
+#[tokio::test]
+async fn run_task_puts_the_cluster_name_tag_when_asked() {
+    let h = Harness::new();
+    setup(&h, 1).await;
+    h.register_td("job", json!({})).await;
+    let managed = h
+        .ok(
+            "RunTask",
+            json!({"cluster": "c", "taskDefinition": "job", "enableECSManagedTags": true,
+                   "tags": [{"key": "team", "value": "a"}]}),
+        )
+        .await;
+    assert_eq!(managed["failures"], json!([]));
+    assert_eq!(
+        task_tags(&h, &managed["tasks"][0]).await,
+        json!([
+            {"key": "team", "value": "a"},
+            {"key": "aws:ecs:clusterName", "value": "c"},
+        ])
+    );
+    let plain = h
+        .ok(
+            "RunTask",
+            json!({"cluster": "c", "taskDefinition": "job", "enableECSManagedTags": false}),
+        )
+        .await;
+    assert_eq!(task_tags(&h, &plain["tasks"][0]).await, json!([]));
 }

@@ -39,7 +39,7 @@ pub(crate) fn check_tags(tags: Vec<WireTag>) -> Result<Vec<Tag>, AwsError> {
         if value.chars().count() > 256 {
             return Err(invalid("Tag values must be at most 256 characters."));
         }
-        if key.to_ascii_lowercase().starts_with("aws:") {
+        if is_reserved(&key) {
             return Err(invalid(
                 "Tag keys may not start with the reserved prefix 'aws:'.",
             ));
@@ -50,6 +50,11 @@ pub(crate) fn check_tags(tags: Vec<WireTag>) -> Result<Vec<Tag>, AwsError> {
         }
     }
     Ok(out)
+}
+
+/// Whether a tag key has the prefix reserved for AWS (any case of `aws:`).
+fn is_reserved(key: &str) -> bool {
+    key.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("aws:"))
 }
 
 /// Merges `new` into `tags`, overwriting values of keys present in both.
@@ -175,7 +180,8 @@ impl EcsService {
                 .map_err(|_| AwsError::server("ServerException", "Stored tags unreadable."))?
                 .unwrap_or_default();
             change(&mut tags);
-            if tags.len() > 50 {
+            // Tags ECS manages (`aws:` keys) do not count against the limit.
+            if tags.iter().filter(|t| !is_reserved(&t.key)).count() > 50 {
                 return Err(invalid("Tags can have a maximum of 50 tags."));
             }
             record.value["tags"] = serde_json::to_value(&tags).unwrap_or(Value::Null);
@@ -207,6 +213,13 @@ impl EcsService {
         req: UntagResourceRequest,
     ) -> Result<Value, AwsError> {
         let keys = req.tag_keys;
+        // Tags with the reserved prefix are ECS's own (managed tags): users cannot
+        // remove them.
+        if keys.iter().any(|k| is_reserved(k)) {
+            return Err(invalid(
+                "Tag keys may not start with the reserved prefix 'aws:'.",
+            ));
+        }
         self.modify_tags(cx, &req.resource_arn, |tags| {
             tags.retain(|t| !keys.contains(&t.key))
         })

@@ -210,6 +210,8 @@ pub(crate) struct RunTaskRequest {
     client_token: Option<String>,
     #[serde(default)]
     tags: Vec<WireTag>,
+    #[serde(rename = "enableECSManagedTags")]
+    enable_ecs_managed_tags: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -223,6 +225,8 @@ pub(crate) struct StartTaskRequest {
     overrides: Option<Value>,
     #[serde(default)]
     tags: Vec<WireTag>,
+    #[serde(rename = "enableECSManagedTags")]
+    enable_ecs_managed_tags: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -328,6 +332,23 @@ impl Drop for Reservation<'_> {
 
 /// How many tasks a single RunTask may start, as in ECS.
 const MAX_RUN_TASK_COUNT: i64 = 10;
+
+/// The tags ECS puts on a task it launches with `enableECSManagedTags`: the cluster's
+/// name and, for a service's task, the service's name. Their `aws:` prefix keeps users
+/// from setting, changing or removing them.
+pub(crate) fn ecs_managed_tags(cluster: &str, service: Option<&str>) -> Vec<Tag> {
+    let mut tags = vec![Tag {
+        key: "aws:ecs:clusterName".to_owned(),
+        value: cluster.to_owned(),
+    }];
+    if let Some(service) = service {
+        tags.push(Tag {
+            key: "aws:ecs:serviceName".to_owned(),
+            value: service.to_owned(),
+        });
+    }
+    tags
+}
 
 fn seconds_to_millis(seconds: Option<f64>) -> Option<i64> {
     seconds
@@ -678,7 +699,10 @@ impl EcsService {
         if req.started_by.as_ref().is_some_and(|s| s.len() > 128) {
             return Err(invalid("startedBy must be at most 128 characters."));
         }
-        let tags = check_tags(req.tags)?;
+        let mut tags = check_tags(req.tags)?;
+        if req.enable_ecs_managed_tags == Some(true) {
+            tags.extend(ecs_managed_tags(&cluster.name, None));
+        }
         let launch_type = req.launch_type.unwrap_or_else(|| "EC2".to_owned());
         let token_key = match &req.client_token {
             Some(token) if token.is_empty() || token.len() > 64 => {
@@ -751,7 +775,10 @@ impl EcsService {
                 "containerInstances must have between 1 and 10 items.",
             ));
         }
-        let tags = check_tags(req.tags)?;
+        let mut tags = check_tags(req.tags)?;
+        if req.enable_ecs_managed_tags == Some(true) {
+            tags.extend(ecs_managed_tags(&cluster.name, None));
+        }
         let definition = self.runnable_definition(cx, &req.task_definition).await?;
         let overrides = req.overrides.unwrap_or_else(|| json!({}));
         let needs = needs_with_overrides(&definition, &overrides)?;

@@ -17,6 +17,13 @@
 //! 6. updates the deployments' counts, completes deployments, announces a steady state,
 //!    and writes the record back with a compare-and-swap.
 //!
+//! `runningCount` (of the service and of each deployment) counts tasks whose last
+//! status is RUNNING, whatever their desired status, as ECS does: a task asked to stop
+//! keeps the service from being stable until its agent reports it stopped. The plan
+//! only weighs live tasks (desired RUNNING, not draining), so a task on its way out is
+//! replaced once and never holds back a scale-down; one stranded on a lost instance is
+//! not counted at all.
+//!
 //! The loop in [`spawn_service_controller`] runs a pass over every service whenever the
 //! store's watch reports a change under `ecs/` or `elbv2/`, and every `tick` for what
 //! time alone changes (draining deadlines, back-off, grace periods). Tests call
@@ -39,7 +46,7 @@ use super::{
 use crate::ecs::instances::InstanceRecord;
 use crate::ecs::tags::Tag;
 use crate::ecs::task_definitions::TaskDefinitionRecord;
-use crate::ecs::tasks::TaskRecord;
+use crate::ecs::tasks::{ecs_managed_tags, TaskRecord};
 use crate::ecs::{Cx, EcsService};
 use crate::records::Versioned;
 
@@ -920,11 +927,16 @@ impl Pass<'_> {
             self.event_once(svc, message);
             return Ok(0);
         };
-        let tags: Vec<Tag> = match svc.propagate_tags.as_str() {
+        let mut tags: Vec<Tag> = match svc.propagate_tags.as_str() {
             "SERVICE" => svc.tags.clone(),
             "TASK_DEFINITION" => definition.tags.clone(),
             _ => Vec::new(),
         };
+        // Both flags are read as they are now, so an UpdateService that changes them
+        // applies to the tasks started after it.
+        if svc.enable_ecs_managed_tags {
+            tags.extend(ecs_managed_tags(&svc.cluster, Some(&svc.name)));
+        }
         // ECS's default for services: spread across zones, then across instances.
         let default_strategy = [
             serde_json::json!({"type": "spread", "field": "attribute:ecs.availability-zone"}),
@@ -1105,6 +1117,9 @@ impl Pass<'_> {
         let mut running: HashMap<String, i64> = HashMap::new();
         let mut pending: HashMap<String, i64> = HashMap::new();
         let mut unstopped: HashMap<String, i64> = HashMap::new();
+        // Tasks that are neither asked to stop nor draining: what a deployment that is
+        // no longer PRIMARY still wants.
+        let mut staying: HashMap<String, i64> = HashMap::new();
         let mut draining_tasks = 0;
         let mut healthy_primary = 0i64;
         let primary_id = svc.primary().map(|p| p.id.clone()).unwrap_or_default();
@@ -1131,14 +1146,22 @@ impl Pass<'_> {
             }
             *unstopped.entry(by.clone()).or_default() += 1;
             let note = svc.notes.get(&task.id);
+            let is_running = task.lifecycle.last() == TaskStatus::Running;
+            // ECS counts `runningCount` by last status: a task asked to stop (or
+            // draining) runs until its agent reports otherwise, so the service is not
+            // stable before it has really stopped. The plan never sees these tasks (see
+            // `assess`), so they are neither replaced twice nor stopped again.
+            if is_running {
+                *running.entry(by.clone()).or_default() += 1;
+            }
             let leaving = task.lifecycle.desired() == DesiredTaskStatus::Stopped
                 || note.is_some_and(|n| n.drain_until.is_some());
             if leaving {
                 draining_tasks += 1;
                 continue;
             }
-            if task.lifecycle.last() == TaskStatus::Running {
-                *running.entry(by.clone()).or_default() += 1;
+            *staying.entry(by.clone()).or_default() += 1;
+            if is_running {
                 if by == primary_id && note.is_some_and(|n| n.healthy_since.is_some()) {
                     healthy_primary += 1;
                 }
@@ -1178,7 +1201,7 @@ impl Pass<'_> {
             let desired_here = if d.status == DeploymentStatus::Primary {
                 desired
             } else {
-                r + p
+                staying.get(&d.id).copied().unwrap_or(0)
             };
             if (d.running_count, d.pending_count, d.desired_count) != (r, p, desired_here) {
                 d.running_count = r;
