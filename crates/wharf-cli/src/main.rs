@@ -51,7 +51,7 @@ enum Command {
     /// plane from the agent of the task's instance.
     Logs(logs::LogsArgs),
     /// The load balancer data plane on its own, serving a static configuration (a
-    /// JSON file of load balancer records).
+    /// JSON file of load balancer records) or following a control plane's.
     Lb(lb::LbArgs),
     /// Benchmarks.
     #[command(subcommand)]

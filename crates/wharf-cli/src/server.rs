@@ -16,6 +16,18 @@ use wharf_store::Store;
 use crate::credentials::{self, RootKey};
 use crate::ServerArgs;
 
+/// The credentials the API accepts: the root key.
+fn root_credentials(key: &RootKey, account_id: &str) -> Arc<dyn CredentialStore> {
+    Arc::new(StaticCredentials::new().with(
+        key.access_key_id.clone(),
+        Credential {
+            secret_access_key: key.secret_access_key.clone(),
+            account_id: account_id.to_owned(),
+            session_token: None,
+        },
+    ))
+}
+
 /// The AWS API router over a store, accepting the root key, with the agent channel.
 pub(crate) fn api_router(
     store: Arc<dyn Store>,
@@ -25,14 +37,7 @@ pub(crate) fn api_router(
     channel: ChannelSettings,
     ecr: Option<Arc<wharf_registry::EcrService>>,
 ) -> Router {
-    let credentials: Arc<dyn CredentialStore> = Arc::new(StaticCredentials::new().with(
-        key.access_key_id.clone(),
-        Credential {
-            secret_access_key: key.secret_access_key.clone(),
-            account_id: account_id.to_owned(),
-            session_token: None,
-        },
-    ));
+    let credentials = root_credentials(key, account_id);
     let elbv2 = Arc::new(wharf_control::elbv2::Elbv2Service::new(
         Records::new(store.clone()),
         Arc::new(SystemClock),
@@ -156,6 +161,18 @@ pub(crate) async fn run(
         None
     };
     let lb_store = store.clone();
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    // The feed of remote load balancers (`wharf lb --control-plane`) is merged here
+    // rather than in `api_router`, because its streams must end on shutdown: a graceful
+    // shutdown waits for every response to finish.
+    let lb_feed = wharf_control::lb_feed::lb_feed_router(
+        store.clone(),
+        root_credentials(&key, &args.account_id),
+        wharf_control::lb_feed::LbFeedSettings {
+            shutdown: Some(shutdown.clone()),
+            ..Default::default()
+        },
+    );
     let router = api_router(
         store,
         &key,
@@ -163,7 +180,8 @@ pub(crate) async fn run(
         &endpoint,
         channel,
         registry.as_ref().map(|(r, _)| r.ecr.clone()),
-    );
+    )
+    .merge(lb_feed);
 
     println!("Wharf is up.");
     println!("  endpoint:    {endpoint}");
@@ -183,7 +201,6 @@ pub(crate) async fn run(
         data_dir.display()
     );
 
-    let (stop, shutdown) = tokio::sync::watch::channel(false);
     tokio::spawn(shutdown_signal(stop));
     // The load balancer data plane follows the same store as the API.
     if let Some(lb_addr) = with_agent_and_registry.lb {

@@ -16,14 +16,16 @@
 //! rules and targets as the records `wharf-lb`'s data plane is configured by, and the
 //! sweeper that removes targets once they have drained.
 //!
-//! It must not run containers (agents do). Apart from the agent channel it does not
-//! speak HTTP itself: `wharf-aws` decodes requests and encodes responses, and this
-//! crate sees typed, authenticated calls.
+//! It must not run containers (agents do). Apart from the agent channel and the
+//! remote load balancers' feed ([`lb_feed`]) it does not speak HTTP itself:
+//! `wharf-aws` decodes requests and encodes responses, and this crate sees typed,
+//! authenticated calls.
 
 pub mod agent_channel;
 pub mod clock;
 pub mod ecs;
 pub mod elbv2;
+pub mod lb_feed;
 pub mod records;
 
 pub use clock::{Clock, SystemClock};

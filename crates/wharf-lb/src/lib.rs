@@ -17,7 +17,9 @@
 //!   listener sockets and starts and stops health checkers;
 //! - [`access_log`] writes one line per request;
 //! - [`static_config`] reads a JSON file of records for running without a control
-//!   plane.
+//!   plane;
+//! - [`remote`] mirrors a remote control plane's records into a local store over its
+//!   feed and posts the health the plane observes back (`wharf lb --control-plane`).
 //!
 //! What it must not do: write any record but [`records::TargetHealthRecord`], or
 //! take a lock on the request path.
@@ -27,6 +29,7 @@ pub mod health;
 pub mod plane;
 pub mod proxy;
 pub mod records;
+pub mod remote;
 pub mod routing;
 pub mod static_config;
 
