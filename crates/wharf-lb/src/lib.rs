@@ -22,7 +22,8 @@
 //!   feed and posts the health the plane observes back (`wharf lb --control-plane`).
 //!
 //! What it must not do: write any record but [`records::TargetHealthRecord`], or
-//! take a lock on the request path.
+//! take a lock on the request path other than a target's idle-connection list, held
+//! only to take one connection out or put one back.
 
 pub mod access_log;
 pub mod health;

@@ -2,10 +2,20 @@
 //! port), routes each request through the current [`RouteTable`] and forwards it over
 //! pooled keep-alive connections to the chosen target, answering as ALB does when it
 //! cannot: 503 with no target to send to, 502 when the target's connection or answer is
-//! broken, 504 when the target does not answer within the idle timeout.
+//! broken, 504 when the target cannot be reached within the connect timeout or does
+//! not answer within the idle timeout.
 //!
 //! The table is read with one `ArcSwap::load` per request; nothing on this path takes a
-//! lock.
+//! lock but the one guarding a target's idle connections for the moment it takes one
+//! out or puts one back.
+//!
+//! HTTP/1.1 targets get connections of their own per target ([`IdleConnections`], kept
+//! in the target's [`TargetState`] so that they outlive table rebuilds): a connection
+//! goes back to its target once the response body has been read to its end, and a
+//! request that a reused connection could not send (the target closed it while idle)
+//! is sent again on a fresh one. h2c targets share one multiplexed client.
+//! A client connection whose first bytes cannot be HTTP/2's preface is served by
+//! hyper's HTTP/1 server directly, without the HTTP/2 detection layer.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -21,17 +31,18 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1 as client_http1;
 use hyper::service::service_fn;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::access_log::{AccessEntry, AccessLog};
 use crate::routing::{
     self, host_without_port, OutstandingGuard, RedirectSource, RequestFacts, RouteAction,
-    RouteTable,
+    RouteTable, TargetState,
 };
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -50,6 +61,9 @@ pub enum ProxyBody {
         body: Incoming,
         /// Counts the request as outstanding on the target until the body is done.
         load: OutstandingGuard,
+        /// The HTTP/1.1 connection the body comes over, going back to the target's
+        /// idle connections once the body has ended.
+        connection: Option<Checkout>,
     },
     /// Written here (fixed responses, redirects, errors).
     Full(Option<Bytes>),
@@ -71,7 +85,23 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
-            ProxyBody::Upstream { body, .. } => Pin::new(body).poll_frame(cx),
+            ProxyBody::Upstream {
+                body, connection, ..
+            } => {
+                let polled = Pin::new(&mut *body).poll_frame(cx);
+                let ended = match &polled {
+                    Poll::Ready(None) => true,
+                    // Trailers close a body; servers poll no further after them.
+                    Poll::Ready(Some(Ok(frame))) => frame.is_trailers() || body.is_end_stream(),
+                    _ => false,
+                };
+                if ended {
+                    if let Some(connection) = connection {
+                        connection.finished = true;
+                    }
+                }
+                polled
+            }
             ProxyBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         }
     }
@@ -92,6 +122,139 @@ impl Body for ProxyBody {
 }
 
 type UpstreamClient = Client<HttpConnector, Incoming>;
+type Sender = client_http1::SendRequest<Incoming>;
+
+/// Idle connections kept per target at most; more are closed when they come back.
+const MAX_IDLE_PER_TARGET: usize = 1024;
+
+/// Idle keep-alive HTTP/1.1 connections to one target, the most recently used last,
+/// with the address they lead to: a target whose address changes under the same key
+/// drops the connections to the old one.
+#[derive(Default)]
+pub struct IdleConnections(std::sync::Mutex<IdleList>);
+
+#[derive(Default)]
+struct IdleList {
+    address: String,
+    /// In the order they were put back, so the oldest come first.
+    connections: Vec<(Sender, Instant)>,
+}
+
+impl IdleList {
+    /// Drops connections idle `max_idle` or longer (they are the first ones).
+    fn prune(&mut self, now: Instant, max_idle: Duration) {
+        let expired = self
+            .connections
+            .partition_point(|(_, since)| now.saturating_duration_since(*since) >= max_idle);
+        self.connections.drain(..expired);
+    }
+}
+
+impl std::fmt::Debug for IdleConnections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdleConnections")
+            .field("idle", &self.len())
+            .finish()
+    }
+}
+
+impl IdleConnections {
+    /// How many connections are idle.
+    pub fn len(&self) -> usize {
+        self.lock().connections.len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, IdleList> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Closes the connections idle `max_idle` or longer.
+    pub fn prune(&self, max_idle: Duration) {
+        self.lock().prune(Instant::now(), max_idle);
+    }
+
+    /// Whether no connection is idle.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The most recently used connection to `address` that is ready for a request
+    /// and has been idle less than `max_idle`; expired and closed ones are dropped.
+    fn take(&self, address: &str, max_idle: Duration) -> Option<Sender> {
+        let mut idle = self.lock();
+        if idle.address != address {
+            idle.connections.clear();
+            return None;
+        }
+        idle.prune(Instant::now(), max_idle);
+        while let Some((sender, _)) = idle.connections.pop() {
+            if sender.is_ready() {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    /// Keeps a connection to `address` that is ready for its next request.
+    fn put(&self, address: &str, sender: Sender) {
+        let mut idle = self.lock();
+        if idle.address != address {
+            idle.connections.clear();
+            idle.address = address.to_owned();
+        }
+        if idle.connections.len() < MAX_IDLE_PER_TARGET {
+            idle.connections.push((sender, Instant::now()));
+        }
+    }
+}
+
+/// An HTTP/1.1 connection taken out for one request; it goes back to its target when
+/// dropped if the response body was read to its end and the connection is (or soon
+/// becomes) ready for another request, and is closed otherwise.
+#[derive(Debug)]
+pub struct Checkout {
+    sender: Option<Sender>,
+    state: Arc<TargetState>,
+    address: Arc<str>,
+    /// How long a connection may wait to become ready again before it is closed.
+    max_wait: Duration,
+    finished: bool,
+}
+
+impl Drop for Checkout {
+    fn drop(&mut self) {
+        if !self.finished {
+            return;
+        }
+        let Some(mut sender) = self.sender.take() else {
+            return;
+        };
+        if sender.is_ready() {
+            self.state.idle.put(&self.address, sender);
+        } else if !sender.is_closed() {
+            // The answer has ended but the connection is not ready yet: it is still
+            // sending the request body (the target answered early), or has not yet
+            // taken note of the end. It goes back once ready, if that comes soon.
+            let (state, address, max_wait) =
+                (self.state.clone(), self.address.clone(), self.max_wait);
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    if let Ok(Ok(())) = tokio::time::timeout(max_wait, sender.ready()).await {
+                        state.idle.put(&address, sender);
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Why a request could not be sent to its target.
+enum SendFailure {
+    /// No connection within the connect timeout (ALB answers 504).
+    ConnectTimeout,
+    /// Refused, reset or a broken answer (ALB answers 502).
+    Broken(String),
+}
 
 /// How upstream connections are made and pooled.
 #[derive(Debug, Clone)]
@@ -111,10 +274,11 @@ impl Default for UpstreamSettings {
     }
 }
 
-/// The proxy: the current table and the pooled upstream clients.
+/// The proxy: the current table, the upstream settings and the shared h2c client.
 pub struct Proxy {
     table: Arc<ArcSwap<RouteTable>>,
-    http1: UpstreamClient,
+    settings: UpstreamSettings,
+    http1: client_http1::Builder,
     http2: UpstreamClient,
     access_log: AccessLog,
 }
@@ -125,6 +289,30 @@ impl std::fmt::Debug for Proxy {
             .field("revision", &self.table.load().revision)
             .finish_non_exhaustive()
     }
+}
+
+/// Closes, every half idle timeout, the HTTP/1.1 connections that have been idle a
+/// whole one, on every target of the current table (a target no longer in the table
+/// drops its connections with its state). Ends when the table is gone.
+fn spawn_idle_sweeper(table: std::sync::Weak<ArcSwap<RouteTable>>, max_idle: Duration) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let period = (max_idle / 2).max(Duration::from_millis(100));
+    runtime.spawn(async move {
+        loop {
+            tokio::time::sleep(period).await;
+            let Some(table) = table.upgrade() else {
+                return;
+            };
+            let table = table.load();
+            for group in table.target_groups() {
+                for target in &group.targets {
+                    target.state.idle.prune(max_idle);
+                }
+            }
+        }
+    });
 }
 
 /// What a connection knows about itself.
@@ -155,11 +343,16 @@ impl Proxy {
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .set_host(true);
-        let http1 = builder.build(connector.clone());
         let http2 = builder.http2_only(true).build(connector);
+        spawn_idle_sweeper(Arc::downgrade(&table), settings.pool_idle_timeout);
         Self {
             table,
-            http1,
+            settings: settings.clone(),
+            http1: {
+                let mut builder = client_http1::Builder::new();
+                builder.writev(false);
+                builder
+            },
             http2,
             access_log,
         }
@@ -314,15 +507,28 @@ impl Proxy {
                 }
             }
         }
+        if !parts.headers.contains_key(header::HOST) {
+            // An HTTP/1.0 request may come without a host at all.
+            if let Ok(value) = HeaderValue::from_str(target.authority.as_str()) {
+                parts.headers.insert(header::HOST, value);
+            }
+        }
         let path_and_query = original_uri
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let mut uri_parts = http::uri::Parts::default();
-        uri_parts.scheme = Some(Scheme::HTTP);
-        uri_parts.authority = Some(target.authority.clone());
-        uri_parts.path_and_query = Some(path_and_query);
-        parts.uri = match Uri::from_parts(uri_parts) {
+        // HTTP/1.1 targets get the origin form (`/path?query`); the h2c client needs
+        // the whole URI to find its connection.
+        let uri = if http2 {
+            let mut uri_parts = http::uri::Parts::default();
+            uri_parts.scheme = Some(Scheme::HTTP);
+            uri_parts.authority = Some(target.authority.clone());
+            uri_parts.path_and_query = Some(path_and_query);
+            Uri::from_parts(uri_parts)
+        } else {
+            Ok(Uri::from(path_and_query))
+        };
+        parts.uri = match uri {
             Ok(uri) => uri,
             Err(_) => {
                 return self.log_forward(
@@ -350,24 +556,57 @@ impl Proxy {
         parts.headers.insert(X_FORWARDED_PORT.clone(), port_header);
 
         let load = target.state.begin_request();
-        let client = if http2 { &self.http2 } else { &self.http1 };
         let sent = Instant::now();
-        let outcome = tokio::time::timeout(
-            idle_timeout,
-            client.request(Request::from_parts(parts, body)),
-        )
+        let request = Request::from_parts(parts, body);
+        let outcome = tokio::time::timeout(idle_timeout, async {
+            if http2 {
+                self.http2
+                    .request(request)
+                    .await
+                    .map(|response| (response, None))
+                    .map_err(|error| {
+                        if error.is_connect() && caused_by_timeout(&error) {
+                            SendFailure::ConnectTimeout
+                        } else {
+                            SendFailure::Broken(error.to_string())
+                        }
+                    })
+            } else {
+                self.send_http1(&target, request)
+                    .await
+                    .map(|(response, checkout)| (response, Some(checkout)))
+            }
+        })
         .await;
         let target_time = sent.elapsed();
         let response = match outcome {
-            Ok(Ok(response)) => {
+            Ok(Ok((response, mut connection))) => {
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
                 parts.version = Version::HTTP_11;
-                Response::from_parts(parts, ProxyBody::Upstream { body, load })
+                if body.is_end_stream() {
+                    // No body to read (204, 304, an empty one): the connection is
+                    // free again as soon as the answer has been passed on.
+                    if let Some(connection) = &mut connection {
+                        connection.finished = true;
+                    }
+                }
+                Response::from_parts(
+                    parts,
+                    ProxyBody::Upstream {
+                        body,
+                        load,
+                        connection,
+                    },
+                )
             }
-            Ok(Err(error)) => {
-                tracing::debug!(target_address = %target.address, error = %error, "target failed");
+            Ok(Err(SendFailure::Broken(error))) => {
+                tracing::debug!(target_address = %target.address, %error, "target failed");
                 error_response(StatusCode::BAD_GATEWAY)
+            }
+            Ok(Err(SendFailure::ConnectTimeout)) => {
+                tracing::debug!(target_address = %target.address, "connecting to the target timed out");
+                error_response(StatusCode::GATEWAY_TIMEOUT)
             }
             Err(_) => {
                 tracing::debug!(target_address = %target.address, "target timed out");
@@ -384,6 +623,70 @@ impl Proxy {
             Some(target_time),
             response,
         )
+    }
+
+    /// Sends `request` to an HTTP/1.1 target over one of its idle connections, or a
+    /// new one. A request that a reused connection could not send (it was closed while
+    /// idle) goes out again on the next one; nothing is resent once it was written.
+    async fn send_http1(
+        &self,
+        target: &Arc<routing::Target>,
+        mut request: Request<Incoming>,
+    ) -> Result<(Response<Incoming>, Checkout), SendFailure> {
+        loop {
+            let idle = target
+                .state
+                .idle
+                .take(&target.address, self.settings.pool_idle_timeout);
+            let reused = idle.is_some();
+            let mut sender = match idle {
+                Some(sender) => sender,
+                None => self.connect_http1(target).await?,
+            };
+            match sender.try_send_request(request).await {
+                Ok(response) => {
+                    return Ok((
+                        response,
+                        Checkout {
+                            sender: Some(sender),
+                            state: target.state.clone(),
+                            address: target.address_shared.clone(),
+                            max_wait: self.settings.pool_idle_timeout,
+                            finished: false,
+                        },
+                    ))
+                }
+                Err(mut error) => match error.take_message() {
+                    Some(unsent) if reused => request = unsent,
+                    _ => return Err(SendFailure::Broken(error.into_error().to_string())),
+                },
+            }
+        }
+    }
+
+    async fn connect_http1(&self, target: &routing::Target) -> Result<Sender, SendFailure> {
+        let stream = match tokio::time::timeout(
+            self.settings.connect_timeout,
+            TcpStream::connect(target.address.as_str()),
+        )
+        .await
+        {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => return Err(SendFailure::Broken(error.to_string())),
+            Err(_) => return Err(SendFailure::ConnectTimeout),
+        };
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) = self
+            .http1
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|error| SendFailure::Broken(error.to_string()))?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::trace!(%error, "target connection ended");
+            }
+        });
+        Ok(sender)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -413,9 +716,36 @@ impl Proxy {
     }
 }
 
+/// Whether an error comes from an I/O timeout somewhere down its chain of causes.
+fn caused_by_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return true;
+            }
+        }
+        cause = error.source();
+    }
+    false
+}
+
 /// Removes the headers that belong to one connection, not to the message (RFC 9110
 /// 7.6.1), including those the Connection header names.
 fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
+    // Most messages carry none of them: one pass over the names, which compares
+    // standard names without hashing, spares six hashed removals.
+    let any = headers.keys().any(|name| {
+        name == header::CONNECTION
+            || name == KEEP_ALIVE
+            || name == PROXY_CONNECTION
+            || name == header::TE
+            || name == header::TRANSFER_ENCODING
+            || name == header::UPGRADE
+    });
+    if !any {
+        return;
+    }
     if let Some(connection) = headers.remove(header::CONNECTION) {
         if let Ok(names) = connection.to_str() {
             for name in names.split(',') {
@@ -480,8 +810,15 @@ pub async fn serve_listener(
         .http1()
         .timer(TokioTimer::new())
         .keep_alive(true)
-        .header_read_timeout(Duration::from_secs(60));
+        .header_read_timeout(HEADER_READ_TIMEOUT);
     builder.http2().timer(TokioTimer::new());
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
+        .writev(false)
+        .keep_alive(true)
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let builders = Arc::new((builder, http1));
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -510,7 +847,7 @@ pub async fn serve_listener(
                     last_active_ms: AtomicU64::new(0),
                     opened: Instant::now(),
                 });
-                tokio::spawn(serve_connection(builder.clone(), stream, conn, idle_timeout));
+                tokio::spawn(serve_connection(builders.clone(), stream, conn, idle_timeout));
             }
             changed = stop.changed() => {
                 if changed.is_err() || *stop.borrow() {
@@ -521,12 +858,36 @@ pub async fn serve_listener(
     }
 }
 
+/// How long a connection may take to send a request's head.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// HTTP/2's connection preface, which an h2c client with prior knowledge sends first.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether the first bytes of a connection rule out HTTP/2 (they are not a prefix of
+/// its preface). With none read yet, or a prefix of it, nothing is ruled out.
+fn cannot_be_http2(first: &[u8]) -> bool {
+    let n = first.len().min(H2_PREFACE.len());
+    n > 0 && first[..n] != H2_PREFACE[..n]
+}
+
 async fn serve_connection(
-    builder: auto::Builder<TokioExecutor>,
-    stream: tokio::net::TcpStream,
+    builders: Arc<(
+        auto::Builder<TokioExecutor>,
+        hyper::server::conn::http1::Builder,
+    )>,
+    stream: TcpStream,
     conn: Arc<ConnectionContext>,
     idle_timeout: Duration,
 ) {
+    // Look at the first bytes without taking them: a connection that cannot be h2c
+    // goes straight to the HTTP/1 server.
+    let mut first = [0u8; 24];
+    let first_bytes_timeout = HEADER_READ_TIMEOUT.min(idle_timeout);
+    let peeked = match tokio::time::timeout(first_bytes_timeout, stream.peek(&mut first)).await {
+        Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
+        Ok(Ok(n)) => n,
+    };
     let service_conn = conn.clone();
     let service = service_fn(move |request: Request<Incoming>| {
         let conn = service_conn.clone();
@@ -539,11 +900,30 @@ async fn serve_connection(
             Ok::<_, Infallible>(response)
         }
     });
-    let connection = builder.serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(connection);
-    // The idle timeout: a connection with no request in flight whose last request
-    // ended at least a timeout ago is closed (gracefully: a response still being
-    // written finishes first). Checked four times per timeout.
+    if cannot_be_http2(&first[..peeked]) {
+        let connection = builders.1.serve_connection(TokioIo::new(stream), service);
+        tokio::pin!(connection);
+        drive(connection, &conn, idle_timeout, |c| c.graceful_shutdown()).await;
+    } else {
+        let connection = builders.0.serve_connection(TokioIo::new(stream), service);
+        tokio::pin!(connection);
+        drive(connection, &conn, idle_timeout, |c| c.graceful_shutdown()).await;
+    }
+}
+
+/// Runs a served connection to its end, closing it after the listener's idle timeout
+/// with no request: a connection with no request in flight whose last request ended at
+/// least a timeout ago is closed (gracefully: a response still being written finishes
+/// first). Checked four times per timeout.
+async fn drive<C, E>(
+    mut connection: Pin<&mut C>,
+    conn: &ConnectionContext,
+    idle_timeout: Duration,
+    shutdown: impl Fn(Pin<&mut C>),
+) where
+    C: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
     let period = idle_timeout / 4;
     let timeout_ms = idle_timeout.as_millis() as u64;
     let mut closing = false;
@@ -560,9 +940,53 @@ async fn serve_connection(
                 let idle_ms = now_ms.saturating_sub(conn.last_active_ms.load(Ordering::Relaxed));
                 if idle_ms >= timeout_ms && conn.in_flight.load(Ordering::Relaxed) == 0 {
                     closing = true;
-                    connection.as_mut().graceful_shutdown();
+                    shutdown(connection.as_mut());
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_bytes_off_the_preface_rule_out_http2() {
+        assert!(!cannot_be_http2(b""));
+        assert!(!cannot_be_http2(b"PRI * HT"));
+        assert!(!cannot_be_http2(H2_PREFACE));
+        assert!(cannot_be_http2(b"GET / HTTP/1.1\r\n"));
+        assert!(cannot_be_http2(b"PRI * HTTP/1.1\r\n"));
+        assert!(cannot_be_http2(b"P "));
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_removed() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("connection", HeaderValue::from_static("keep-alive, x-hop"));
+        headers.insert("x-hop", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert("te", HeaderValue::from_static("trailers"));
+        headers.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        headers.insert("x-end-to-end", HeaderValue::from_static("2"));
+        strip_hop_by_hop(&mut headers);
+        let left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-end-to-end"]);
+
+        // Without a Connection header, the fixed hop-by-hop names still go.
+        let mut headers = http::HeaderMap::new();
+        headers.insert("upgrade", HeaderValue::from_static("websocket"));
+        headers.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+        headers.insert("host", HeaderValue::from_static("a"));
+        strip_hop_by_hop(&mut headers);
+        let left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["host"]);
+
+        let mut headers = http::HeaderMap::new();
+        headers.insert("host", HeaderValue::from_static("a"));
+        headers.insert("accept", HeaderValue::from_static("*/*"));
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 2);
     }
 }

@@ -146,13 +146,16 @@ impl HealthState {
     }
 }
 
-/// What outlives table rebuilds for one target: its health and its load.
+/// What outlives table rebuilds for one target: its health, its load and its idle
+/// keep-alive connections.
 #[derive(Debug)]
 pub struct TargetState {
     health: AtomicU8,
     /// When the target last became healthy (ms since the epoch), for slow start.
     healthy_since_ms: AtomicU64,
     outstanding: AtomicUsize,
+    /// Idle HTTP/1.1 connections to the target, kept by the proxy.
+    pub idle: crate::proxy::IdleConnections,
 }
 
 impl TargetState {
@@ -162,6 +165,7 @@ impl TargetState {
             health: AtomicU8::new(health as u8),
             healthy_since_ms: AtomicU64::new(since_ms),
             outstanding: AtomicUsize::new(0),
+            idle: crate::proxy::IdleConnections::default(),
         }
     }
     /// The last conclusion of the health checks.
@@ -209,6 +213,8 @@ pub struct Target {
     pub port: u16,
     /// `host:port` to connect to.
     pub address: String,
+    /// The same, shared with the connections made to it.
+    pub address_shared: Arc<str>,
     /// The same, parsed for building upstream URIs.
     pub authority: Authority,
     /// Being deregistered: gets no new requests.
@@ -948,6 +954,7 @@ pub fn compile(
                 id: target.id.clone(),
                 port: target.port,
                 address: target.address.clone(),
+                address_shared: Arc::from(target.address.as_str()),
                 authority,
                 draining: target.drain_until_ms.is_some(),
                 state,
