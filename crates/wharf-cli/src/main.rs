@@ -20,6 +20,9 @@ mod logs;
 mod server;
 mod sim;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Wharf: ECS and ECR on your own machines.
 #[derive(Parser)]
 #[command(name = "wharf", version, about)]
