@@ -221,12 +221,17 @@ fn wharf_config(port: u16, upstream: SocketAddr) -> anyhow::Result<serde_json::V
     Ok(serde_json::Value::Object(map))
 }
 
+/// HAProxy set to do what Wharf and the nginx configuration do to each request: keep
+/// Host, append X-Forwarded-For, set X-Forwarded-Proto and X-Forwarded-Port.
 fn haproxy_config(port: u16, upstream: SocketAddr) -> String {
     format!(
         "global\n  nbthread 1\n  maxconn 4096\n\n\
          defaults\n  mode http\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n  \
          option http-keep-alive\n  option forwardfor\n  http-reuse always\n\n\
-         frontend bench\n  bind 127.0.0.1:{port}\n  default_backend upstream\n\n\
+         frontend bench\n  bind 127.0.0.1:{port}\n  \
+         http-request set-header X-Forwarded-Proto http\n  \
+         http-request set-header X-Forwarded-Port %[dst_port]\n  \
+         default_backend upstream\n\n\
          backend upstream\n  server u1 {upstream}\n"
     )
 }
