@@ -11,6 +11,7 @@ are removed by the label naming its agent's container instance, even when it fai
 
 import queue
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -176,3 +177,94 @@ def test_logs_of_a_running_task(node):
     res = wharf_logs(w, task_id, "--container", "app")
     assert res.returncode == 0, res.stderr
     assert "after follow" in res.stdout
+
+
+@pytest.mark.parametrize("command", ["up", "server"])
+def test_sigterm_ends_a_follow_and_the_control_plane_exits(wharf_factory, tmp_path, command):
+    """A `wharf logs --follow` open on a running task must not hold the control plane's
+    graceful shutdown: on SIGTERM it exits promptly with status 0 and the follower is
+    told that its stream broke off. With `wharf up` the local agent goes down with the
+    control plane; with `wharf server` the agent is a process of its own that stays
+    connected, which is the case where nothing but the shutdown can end the stream."""
+    from test_agent import AgentProcess  # a `wharf agent` process of its own
+
+    if shutil.which("docker") is None:
+        pytest.fail("docker is not installed", pytrace=False)
+    subprocess.run([str(REPO_ROOT / "scripts" / "build-test-images")], check=True)
+    if command == "up":
+        w = wharf_factory(agent=True, extra_env=AGENT_ENV)
+        agent = None
+    else:
+        w = wharf_factory(command="server")
+        agent = AgentProcess(w.endpoint, "default", tmp_path / "agentdata")
+    instances = []
+    follower = None
+    try:
+        w.start()
+        ecs = w.client()
+        if agent is not None:
+            ecs.create_cluster(clusterName="default")
+            agent.start()
+
+        def registered():
+            try:
+                return ecs.list_container_instances(cluster="default")["containerInstanceArns"]
+            except ecs.exceptions.ClusterNotFoundException:
+                return None
+        instances.extend(wait_for("the agent to register", registered))
+        ecs.register_task_definition(family="follow-stop", containerDefinitions=[
+            {"name": "app", "image": IMAGE, "memory": 32, "essential": True,
+             "command": ["sh", "-c", "echo ready; exec sleep 3600"],
+             "logConfiguration": {"logDriver": "json-file"}},
+        ])
+        task_arn = ecs.run_task(taskDefinition="follow-stop")["tasks"][0]["taskArn"]
+        wait_for("the task to run", lambda: ecs.describe_tasks(tasks=[task_arn])["tasks"][0]
+                 ["lastStatus"] == "RUNNING")
+
+        follower = subprocess.Popen(
+            [wharf_bin(), "logs", "--data-dir", str(w.data_dir), task_arn, "--follow"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        lines: queue.Queue = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(line) for line in follower.stdout],
+                         daemon=True).start()
+        try:
+            first = lines.get(timeout=DEADLINE_S)
+        except queue.Empty:
+            pytest.fail("wharf logs --follow printed nothing", pytrace=False)
+        assert first == "ready\n"
+        assert follower.poll() is None, "--follow ended while the container runs"
+
+        # The control plane's own deadline for a clean exit, well under the harness's.
+        w.proc.send_signal(signal.SIGTERM)
+        try:
+            code = w.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            w.kill()
+            pytest.fail(f"wharf {command} did not exit within 5s of SIGTERM while a "
+                        f"--follow was open:\n{w.log()}", pytrace=False)
+        assert code == 0, f"wharf {command} exited {code}:\n{w.log()}"
+
+        # The follower learns that its stream broke off; it does not take it for the
+        # end of the container's output.
+        try:
+            follower.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pytest.fail("wharf logs --follow went on after the control plane exited",
+                        pytrace=False)
+        stderr = follower.stderr.read()
+        assert follower.returncode != 0, stderr
+        assert "broke off" in stderr, stderr
+        if agent is not None:
+            assert agent.running(), "the agent must outlive the control plane:\n" + agent.log()
+    finally:
+        if follower is not None and follower.poll() is None:
+            follower.kill()
+            follower.wait()
+        if agent is not None:
+            agent.stop()
+        w.kill()
+        for arn in instances:
+            ids = docker("ps", "-aq", "--no-trunc", "--filter",
+                         f"label={INSTANCE_LABEL}={arn}", check=False).split()
+            if ids:
+                docker("rm", "-f", *ids, check=False)

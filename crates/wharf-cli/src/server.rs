@@ -126,10 +126,6 @@ pub(crate) async fn run(
         .with_context(|| format!("binding the API listener to {}", args.api_addr))?;
     let endpoint = format!("http://{}", listener.local_addr()?);
     credentials::write_client_files(&data_dir, &key, &args.region, &endpoint)?;
-    let channel = ChannelSettings {
-        heartbeat: std::time::Duration::from_millis(args.agent_heartbeat_ms),
-        ..ChannelSettings::default()
-    };
     // The image registry (ECR API on the AWS listener, OCI on its own address) runs
     // with the API in `wharf up`.
     let registry = if with_agent_and_registry.registry {
@@ -162,6 +158,12 @@ pub(crate) async fn run(
     };
     let lb_store = store.clone();
     let (stop, shutdown) = tokio::sync::watch::channel(false);
+    // The logs streams end on shutdown too: `wharf logs --follow` never finishes.
+    let channel = ChannelSettings {
+        heartbeat: std::time::Duration::from_millis(args.agent_heartbeat_ms),
+        shutdown: Some(shutdown.clone()),
+        ..ChannelSettings::default()
+    };
     // The feed of remote load balancers (`wharf lb --control-plane`) is merged here
     // rather than in `api_router`, because its streams must end on shutdown: a graceful
     // shutdown waits for every response to finish.

@@ -5,6 +5,9 @@
 //! It also serves container logs at [`LOGS_PATH`]: a signed `GET` names a task, and
 //! the control plane asks the agent of the task's instance for the logs over that
 //! instance's live session and streams them back as a chunked `text/plain` body.
+//! A graceful shutdown waits for every open response, so these streams end, cut short,
+//! when [`ChannelSettings::shutdown`] fires. The WebSocket sessions need no such care:
+//! an upgraded connection is no longer one the server waits for.
 //!
 //! This is the one place the control plane speaks HTTP itself; the messages and the
 //! agent's side live in `wharf-agent-channel`.
@@ -20,7 +23,7 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use wharf_agent_channel::{
     ChannelError, ChannelMessage, Heartbeat, HeartbeatAck, LogsAck, LogsCancel, LogsRequest,
     CHANNEL_PATH, LOGS_WINDOW,
@@ -31,14 +34,18 @@ use wharf_aws::AwsError;
 use crate::ecs::agent_sessions::{ChannelTarget, PushedTasks};
 use crate::EcsService;
 
-/// Timing of the channel.
-#[derive(Debug, Clone, Copy)]
+/// Timing of the channel, and when its streams end.
+#[derive(Debug, Clone)]
 pub struct ChannelSettings {
     /// How often the control plane sends a heartbeat.
     pub heartbeat: Duration,
     /// After this many heartbeat intervals without a word from the agent, the session
     /// ends and the instance is marked `agentConnected: false`.
     pub missed_heartbeats: u32,
+    /// When this turns true, open logs streams end (cut short, so that a follower
+    /// knows they did not reach their end): a graceful shutdown waits for every
+    /// response to finish, and a follow would otherwise never finish.
+    pub shutdown: Option<watch::Receiver<bool>>,
 }
 
 impl Default for ChannelSettings {
@@ -46,6 +53,7 @@ impl Default for ChannelSettings {
         ChannelSettings {
             heartbeat: Duration::from_secs(10),
             missed_heartbeats: 3,
+            shutdown: None,
         }
     }
 }
@@ -388,15 +396,25 @@ async fn open_logs(
         }
     };
     let first = futures_util::stream::iter(first.map(|data| Ok(Bytes::from(data))));
-    let rest = futures_util::stream::unfold(reader, |mut reader| async move {
-        match reader.next_chunk().await {
-            Ok(Some(data)) => Some((Ok(Bytes::from(data)), reader)),
+    let shutdown = state.settings.shutdown.clone();
+    // The state is gone once the logs broke off, so the stream ends there.
+    let rest = futures_util::stream::unfold(Some((reader, shutdown)), |open| async move {
+        let (mut reader, mut shutdown) = open?;
+        let next = tokio::select! {
+            next = reader.next_chunk() => next,
+            _ = shutting_down(&mut shutdown) => {
+                Err("the control plane is shutting down".to_owned())
+            }
+        };
+        match next {
+            Ok(Some(data)) => Some((Ok(Bytes::from(data)), Some((reader, shutdown)))),
             Ok(None) => None,
             Err(error) => {
                 tracing::info!(request = %reader.request_id, %error, "logs broke off");
-                // An error ends the response without its last chunk, which tells the
-                // client that the body is incomplete.
-                Some((Err(std::io::Error::other(error)), reader))
+                // An error ends the response without its last chunk, which tells
+                // the client that the body is incomplete. Dropping the reader
+                // cancels the request on the agent if it is still going.
+                Some((Err(std::io::Error::other(error)), None))
             }
         }
     });
@@ -410,6 +428,17 @@ async fn open_logs(
         body,
     )
         .into_response())
+}
+
+/// Resolves when the control plane starts shutting down (or can no longer be told);
+/// never without a receiver.
+async fn shutting_down(shutdown: &mut Option<watch::Receiver<bool>>) {
+    match shutdown {
+        Some(shutdown) => {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 async fn send(socket: &mut WebSocket, message: &ChannelMessage) -> bool {
