@@ -10,8 +10,9 @@
 //! - [`routing`] compiles the records into an immutable [`routing::RouteTable`] and
 //!   makes the pure decisions on it (which rule, which target group, which target);
 //! - [`proxy`] serves listener ports (HTTP/1.1 and h2c) and forwards requests over
-//!   pooled keep-alive connections, reading the table through an `ArcSwap` — the
-//!   request path takes no lock;
+//!   keep-alive connections kept per target, reading the table through an `ArcSwap`;
+//! - [`upstream`] sends requests without a body to HTTP/1.1 targets itself and reads
+//!   their answers in the task serving the client;
 //! - [`health`] runs the active health checks and writes health records on change;
 //! - [`plane`] follows the store, rebuilds and swaps the table, opens and closes
 //!   listener sockets and starts and stops health checkers;
@@ -33,5 +34,6 @@ pub mod records;
 pub mod remote;
 pub mod routing;
 pub mod static_config;
+pub mod upstream;
 
 pub use plane::{Plane, PlaneConfig, PlaneError};

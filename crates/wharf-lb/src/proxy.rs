@@ -44,6 +44,7 @@ use crate::routing::{
     self, host_without_port, OutstandingGuard, RedirectSource, RequestFacts, RouteAction,
     RouteTable, TargetState,
 };
+use crate::upstream;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -65,6 +66,14 @@ pub enum ProxyBody {
         /// idle connections once the body has ended.
         connection: Option<Checkout>,
     },
+    /// Read straight from an HTTP/1.1 target's connection by the task serving the
+    /// client (answers to requests without a body).
+    Direct {
+        /// The connection and the body's state.
+        reading: upstream::Reading,
+        /// Counts the request as outstanding on the target until the body is done.
+        load: OutstandingGuard,
+    },
     /// Written here (fixed responses, redirects, errors).
     Full(Option<Bytes>),
 }
@@ -78,13 +87,16 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
+            ProxyBody::Direct { reading, .. } => reading
+                .poll_frame(cx)
+                .map(|frame| frame.map(|f| f.map_err(Into::into))),
             ProxyBody::Upstream {
                 body, connection, ..
             } => {
@@ -100,7 +112,7 @@ impl Body for ProxyBody {
                         connection.finished = true;
                     }
                 }
-                polled
+                polled.map(|frame| frame.map(|f| f.map_err(Into::into)))
             }
             ProxyBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         }
@@ -108,12 +120,17 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Upstream { body, .. } => body.is_end_stream(),
+            ProxyBody::Direct { reading, .. } => reading.body.is_done(),
             ProxyBody::Full(data) => data.is_none(),
         }
     }
     fn size_hint(&self) -> SizeHint {
         match self {
             ProxyBody::Upstream { body, .. } => body.size_hint(),
+            ProxyBody::Direct { reading, .. } => reading
+                .body
+                .exact_length()
+                .map_or_else(SizeHint::default, SizeHint::with_exact),
             ProxyBody::Full(data) => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
@@ -136,8 +153,11 @@ pub struct IdleConnections(std::sync::Mutex<IdleList>);
 #[derive(Default)]
 struct IdleList {
     address: String,
-    /// In the order they were put back, so the oldest come first.
+    /// hyper's connections (for requests with a body), in the order they were put
+    /// back, so the oldest come first.
     connections: Vec<(Sender, Instant)>,
+    /// Plain connections (for requests without one), likewise.
+    raw: Vec<(upstream::Conn, Instant)>,
 }
 
 impl IdleList {
@@ -147,6 +167,19 @@ impl IdleList {
             .connections
             .partition_point(|(_, since)| now.saturating_duration_since(*since) >= max_idle);
         self.connections.drain(..expired);
+        let expired = self
+            .raw
+            .partition_point(|(_, since)| now.saturating_duration_since(*since) >= max_idle);
+        self.raw.drain(..expired);
+    }
+
+    /// Forgets the connections to another address than `address`.
+    fn follow(&mut self, address: &str) {
+        if self.address != address {
+            self.connections.clear();
+            self.raw.clear();
+            self.address = address.to_owned();
+        }
     }
 }
 
@@ -161,16 +194,28 @@ impl std::fmt::Debug for IdleConnections {
 impl IdleConnections {
     /// How many connections are idle.
     pub fn len(&self) -> usize {
-        self.lock().connections.len()
+        let idle = self.lock();
+        idle.connections.len() + idle.raw.len()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, IdleList> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Closes the connections idle `max_idle` or longer.
+    /// Closes the connections idle `max_idle` or longer, and the plain ones on which
+    /// something (their end, most likely) has arrived while idle.
     pub fn prune(&self, max_idle: Duration) {
-        self.lock().prune(Instant::now(), max_idle);
+        let dropped: Vec<upstream::Conn> = {
+            let mut idle = self.lock();
+            idle.prune(Instant::now(), max_idle);
+            let (quiet, noisy) = std::mem::take(&mut idle.raw)
+                .into_iter()
+                .partition(|(conn, _)| conn.is_quiet());
+            idle.raw = quiet;
+            noisy.into_iter().map(|(conn, _)| conn).collect()
+        };
+        // Closed outside the lock.
+        drop(dropped);
     }
 
     /// Whether no connection is idle.
@@ -183,7 +228,7 @@ impl IdleConnections {
     fn take(&self, address: &str, max_idle: Duration) -> Option<Sender> {
         let mut idle = self.lock();
         if idle.address != address {
-            idle.connections.clear();
+            idle.follow(address);
             return None;
         }
         idle.prune(Instant::now(), max_idle);
@@ -198,12 +243,35 @@ impl IdleConnections {
     /// Keeps a connection to `address` that is ready for its next request.
     fn put(&self, address: &str, sender: Sender) {
         let mut idle = self.lock();
-        if idle.address != address {
-            idle.connections.clear();
-            idle.address = address.to_owned();
-        }
+        idle.follow(address);
         if idle.connections.len() < MAX_IDLE_PER_TARGET {
             idle.connections.push((sender, Instant::now()));
+        }
+    }
+
+    /// The most recently used plain connection to `address` that has stayed quiet and
+    /// has been idle less than `max_idle`.
+    fn take_raw(&self, address: &str, max_idle: Duration) -> Option<upstream::Conn> {
+        let mut idle = self.lock();
+        if idle.address != address {
+            idle.follow(address);
+            return None;
+        }
+        idle.prune(Instant::now(), max_idle);
+        while let Some((conn, _)) = idle.raw.pop() {
+            if conn.is_quiet() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Keeps a plain connection to `address` whose last answer was read to its end.
+    pub(crate) fn put_raw(&self, address: &str, conn: upstream::Conn) {
+        let mut idle = self.lock();
+        idle.follow(address);
+        if idle.raw.len() < MAX_IDLE_PER_TARGET {
+            idle.raw.push((conn, Instant::now()));
         }
     }
 }
@@ -246,6 +314,26 @@ impl Drop for Checkout {
             }
         }
     }
+}
+
+/// A target's answer: from hyper's client, or read directly.
+enum Answer {
+    Hyper(Response<Incoming>, Option<Checkout>),
+    Direct(http::response::Parts, upstream::Reading),
+}
+
+/// Methods whose request may be sent again without changing what it does (RFC 9110
+/// 9.2.2).
+fn is_idempotent(method: &http::Method) -> bool {
+    matches!(
+        *method,
+        http::Method::GET
+            | http::Method::HEAD
+            | http::Method::OPTIONS
+            | http::Method::TRACE
+            | http::Method::PUT
+            | http::Method::DELETE
+    )
 }
 
 /// Why a request could not be sent to its target.
@@ -557,13 +645,29 @@ impl Proxy {
 
         let load = target.state.begin_request();
         let sent = Instant::now();
+        // A request without a body to an HTTP/1.1 target is written and answered on a
+        // plain connection read by this task; the others go through hyper's client.
+        // (CONNECT asks for a tunnel, which only hyper's client knows how to give up.)
+        let direct = (!http2 && body.is_end_stream() && parts.method != http::Method::CONNECT)
+            .then(|| {
+                let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+                (
+                    upstream::request_head(&parts.method, path, &parts.headers),
+                    parts.method == http::Method::HEAD,
+                    is_idempotent(&parts.method),
+                )
+            });
         let request = Request::from_parts(parts, body);
         let outcome = tokio::time::timeout(idle_timeout, async {
-            if http2 {
+            if let Some((head, head_request, idempotent)) = &direct {
+                self.send_direct(&target, head, *head_request, *idempotent)
+                    .await
+                    .map(|(parts, reading)| Answer::Direct(parts, reading))
+            } else if http2 {
                 self.http2
                     .request(request)
                     .await
-                    .map(|response| (response, None))
+                    .map(|response| Answer::Hyper(response, None))
                     .map_err(|error| {
                         if error.is_connect() && caused_by_timeout(&error) {
                             SendFailure::ConnectTimeout
@@ -574,13 +678,19 @@ impl Proxy {
             } else {
                 self.send_http1(&target, request)
                     .await
-                    .map(|(response, checkout)| (response, Some(checkout)))
+                    .map(|(response, checkout)| Answer::Hyper(response, Some(checkout)))
             }
         })
         .await;
         let target_time = sent.elapsed();
         let response = match outcome {
-            Ok(Ok((response, mut connection))) => {
+            Ok(Ok(Answer::Direct(mut parts, mut reading))) => {
+                strip_hop_by_hop(&mut parts.headers);
+                // An answer without a body frees its connection at once.
+                reading.release();
+                Response::from_parts(parts, ProxyBody::Direct { reading, load })
+            }
+            Ok(Ok(Answer::Hyper(response, mut connection))) => {
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
                 parts.version = Version::HTTP_11;
@@ -664,7 +774,59 @@ impl Proxy {
         }
     }
 
-    async fn connect_http1(&self, target: &routing::Target) -> Result<Sender, SendFailure> {
+    /// Sends a request without a body (its head, `head`) to an HTTP/1.1 target over
+    /// one of its idle plain connections, or a new one, and reads the answer's head.
+    /// An idempotent request that a reused connection ended before answering (the
+    /// target closed it while idle) goes out again on the next one.
+    async fn send_direct(
+        &self,
+        target: &Arc<routing::Target>,
+        head: &[u8],
+        head_request: bool,
+        idempotent: bool,
+    ) -> Result<(http::response::Parts, upstream::Reading), SendFailure> {
+        // A second try goes out on a fresh connection, and there is no third.
+        let mut may_reuse = true;
+        loop {
+            let idle = if may_reuse {
+                target
+                    .state
+                    .idle
+                    .take_raw(&target.address, self.settings.pool_idle_timeout)
+            } else {
+                None
+            };
+            let reused = idle.is_some();
+            let mut conn = match idle {
+                Some(conn) => conn,
+                None => upstream::Conn::new(self.connect_tcp(target).await?),
+            };
+            match upstream::exchange(&mut conn, head, head_request).await {
+                Ok((parts, body)) => {
+                    let reading = upstream::Reading {
+                        conn: Some(conn),
+                        body,
+                        state: target.state.clone(),
+                        address: target.address_shared.clone(),
+                    };
+                    return Ok((parts, reading));
+                }
+                Err(upstream::Failure::ClosedEarly) if reused && idempotent => {
+                    may_reuse = false;
+                }
+                Err(upstream::Failure::ClosedEarly) => {
+                    return Err(SendFailure::Broken(
+                        "the target closed the connection without answering".into(),
+                    ))
+                }
+                Err(upstream::Failure::Broken(message)) => {
+                    return Err(SendFailure::Broken(message))
+                }
+            }
+        }
+    }
+
+    async fn connect_tcp(&self, target: &routing::Target) -> Result<TcpStream, SendFailure> {
         let stream = match tokio::time::timeout(
             self.settings.connect_timeout,
             TcpStream::connect(target.address.as_str()),
@@ -676,6 +838,11 @@ impl Proxy {
             Err(_) => return Err(SendFailure::ConnectTimeout),
         };
         let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    async fn connect_http1(&self, target: &routing::Target) -> Result<Sender, SendFailure> {
+        let stream = self.connect_tcp(target).await?;
         let (sender, connection) = self
             .http1
             .handshake(TokioIo::new(stream))

@@ -131,6 +131,23 @@ async fn serve_raw(mut stream: TcpStream, after: AfterAnswer, requests: Arc<Atom
                     out.extend_from_slice(b"0\r\n\r\n");
                 }
             }
+            (Some("len"), Some("tecl")) => {
+                // Both framings at once: chunked wins, but the connection is suspect.
+                out.extend_from_slice(
+                    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n",
+                );
+                out.extend_from_slice(format!("{n:x}\r\n").as_bytes());
+                out.extend_from_slice(&body);
+                out.extend_from_slice(b"\r\n0\r\n\r\n");
+            }
+            (Some("len"), Some("extra")) => {
+                // More bytes than the Content-Length says.
+                out.extend_from_slice(
+                    format!("HTTP/1.1 200 OK\r\ncontent-length: {n}\r\n\r\n").as_bytes(),
+                );
+                out.extend_from_slice(&body);
+                out.extend_from_slice(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nevil");
+            }
             (Some("len"), Some("empty")) => {
                 out.extend_from_slice(b"HTTP/1.1 204 No Content\r\n\r\n");
             }
@@ -394,4 +411,25 @@ async fn an_http10_request_without_host_reaches_the_target_with_its_address() {
         answer.ends_with(&upstream.address.to_string()),
         "the target saw another Host: {answer}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_with_doubtful_framing_or_extra_bytes_is_not_used_again() {
+    let upstream = RawUpstream::start(AfterAnswer::KeepAlive).await;
+    let (_h, port) = plane_in_front_of(&upstream).await;
+    let client = client();
+    for path in ["/len/20/tecl", "/len/20/extra"] {
+        let (status, _, body) = send(&client, get_request(port, path)).await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert_eq!(body.as_ref(), pattern(20).as_slice(), "{path}");
+        // The next answer is its own, never the bytes left behind.
+        let (status, _, body) = send(&client, get_request(port, "/len/30/cl"))
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body.as_ref(), pattern(30).as_slice(), "after {path}");
+    }
+    // Each suspect answer cost its connection; the clean answers after them reused
+    // the fresh ones.
+    assert_eq!(upstream.connections.load(Ordering::SeqCst), 3);
 }
