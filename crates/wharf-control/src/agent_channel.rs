@@ -28,10 +28,11 @@ use wharf_agent_channel::{
     ChannelError, ChannelMessage, Heartbeat, HeartbeatAck, LogsAck, LogsCancel, LogsRequest,
     CHANNEL_PATH, LOGS_WINDOW,
 };
-use wharf_aws::sigv4::{verify, CredentialStore, SigV4Request, VerifiedCaller};
+use wharf_aws::sigv4::{CredentialStore, VerifiedCaller};
 use wharf_aws::AwsError;
 
 use crate::ecs::agent_sessions::{ChannelTarget, PushedTasks};
+use crate::endpoints::{self, refuse};
 use crate::EcsService;
 
 /// Timing of the channel, and when its streams end.
@@ -145,39 +146,13 @@ pub fn agent_channel_router(
         })
 }
 
-fn refuse(error: &AwsError) -> Response {
-    let status = StatusCode::from_u16(error.status).unwrap_or(StatusCode::BAD_REQUEST);
-    let body = serde_json::json!({"__type": error.code, "message": error.message}).to_string();
-    (
-        status,
-        [("content-type", "application/x-amz-json-1.1")],
-        body,
-    )
-        .into_response()
-}
-
 /// Verifies a signed `GET` (headers or presigned query) scoped to `ecs`.
 fn authenticate(
     state: &ChannelState,
     uri: &Uri,
     headers: &HeaderMap,
 ) -> Result<VerifiedCaller, AwsError> {
-    let request = SigV4Request {
-        method: "GET",
-        path: uri.path(),
-        query: uri.query(),
-        headers,
-        body: b"",
-    };
-    let caller = verify(&request, state.credentials.as_ref(), chrono::Utc::now())?;
-    if caller.service != "ecs" {
-        return Err(AwsError::client_with_status(
-            "InvalidSignatureException",
-            "Credential should be scoped to correct service: 'ecs'. ",
-            403,
-        ));
-    }
-    Ok(caller)
+    endpoints::authenticate(state.credentials.as_ref(), "ecs", "GET", uri, headers, b"")
 }
 
 fn query_params(uri: &Uri) -> HashMap<String, String> {

@@ -27,7 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use tokio::sync::watch;
-use wharf_aws::sigv4::{verify, CredentialStore, SigV4Request};
+use wharf_aws::sigv4::CredentialStore;
 use wharf_aws::AwsError;
 use wharf_lb::records::TargetHealthRecord;
 use wharf_lb::remote::{
@@ -36,6 +36,8 @@ use wharf_lb::remote::{
     SIGNING_SERVICE,
 };
 use wharf_store::{Compare, Op, Revision, Store, Txn, WatchEvent, WatchReceiver};
+
+use crate::endpoints::{self, refuse};
 
 /// How the endpoints behave.
 #[derive(Debug, Clone)]
@@ -79,20 +81,6 @@ pub fn lb_feed_router(
         })
 }
 
-fn refuse(error: &AwsError) -> Response {
-    let status = StatusCode::from_u16(error.status).unwrap_or(StatusCode::BAD_REQUEST);
-    let body = serde_json::json!({"__type": error.code, "message": error.message}).to_string();
-    (
-        status,
-        [
-            ("content-type", "application/x-amz-json-1.1".to_owned()),
-            ("x-amzn-requestid", uuid::Uuid::new_v4().to_string()),
-        ],
-        body,
-    )
-        .into_response()
-}
-
 /// Any other method on the two paths.
 async fn wrong_method(method: Method, uri: Uri) -> Response {
     refuse(&AwsError::client_with_status(
@@ -119,22 +107,15 @@ fn authenticate(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<(), AwsError> {
-    let request = SigV4Request {
-        method: method.as_str(),
-        path: uri.path(),
-        query: uri.query(),
+    endpoints::authenticate(
+        state.credentials.as_ref(),
+        SIGNING_SERVICE,
+        method.as_str(),
+        uri,
         headers,
         body,
-    };
-    let caller = verify(&request, state.credentials.as_ref(), chrono::Utc::now())?;
-    if caller.service != SIGNING_SERVICE {
-        return Err(AwsError::client_with_status(
-            "InvalidSignatureException",
-            format!("Credential should be scoped to correct service: '{SIGNING_SERVICE}'. "),
-            403,
-        ));
-    }
-    Ok(())
+    )
+    .map(drop)
 }
 
 async fn feed(State(state): State<FeedState>, uri: Uri, headers: HeaderMap) -> Response {

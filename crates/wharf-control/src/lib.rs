@@ -25,6 +25,7 @@ pub mod agent_channel;
 pub mod clock;
 pub mod ecs;
 pub mod elbv2;
+mod endpoints;
 pub mod lb_feed;
 pub mod records;
 
