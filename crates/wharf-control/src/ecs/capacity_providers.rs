@@ -191,10 +191,11 @@ impl EcsService {
                 for reference in references {
                     match self.find_capacity_provider(cx, &reference).await? {
                         Some(p) => found.push(p.value),
-                        None => failures.push(json!({
-                            "arn": if arn::is_arn(&reference) { reference.clone() } else { cx.arn(ResourceKind::CapacityProvider, &reference) },
-                            "reason": "MISSING",
-                        })),
+                        None => failures.push(cx.missing(
+                            ResourceKind::CapacityProvider,
+                            &reference,
+                            &reference,
+                        )),
                     }
                 }
             }

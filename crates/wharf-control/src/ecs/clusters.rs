@@ -389,14 +389,7 @@ impl EcsService {
                 .await?
             {
                 Some(record) => clusters.push(self.cluster_wire(cx, &record.value, include).await?),
-                None => failures.push(json!({
-                    "arn": if wharf_model::arn::is_arn(&reference) {
-                        reference.clone()
-                    } else {
-                        cx.arn(ResourceKind::Cluster, &name)
-                    },
-                    "reason": "MISSING",
-                })),
+                None => failures.push(cx.missing(ResourceKind::Cluster, &reference, &name)),
             }
         }
         Ok(json!({"clusters": clusters, "failures": failures}))

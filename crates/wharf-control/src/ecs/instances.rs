@@ -509,14 +509,11 @@ impl EcsService {
                         .await?;
                     found.push(instance.value.to_wire(&usage, with_tags));
                 }
-                Ok(None) | Err(_) => failures.push(json!({
-                    "arn": if reference.starts_with("arn:") {
-                        reference.clone()
-                    } else {
-                        cx.arn(ResourceKind::ContainerInstance, &format!("{}/{reference}", cluster.name))
-                    },
-                    "reason": "MISSING",
-                })),
+                Ok(None) | Err(_) => failures.push(cx.missing(
+                    ResourceKind::ContainerInstance,
+                    reference,
+                    &format!("{}/{reference}", cluster.name),
+                )),
             }
         }
         Ok(json!({"containerInstances": found, "failures": failures}))

@@ -82,6 +82,17 @@ impl Cx<'_> {
     pub fn arn(&self, kind: ResourceKind, resource: &str) -> String {
         Arn::new(self.region, self.account, kind, resource).to_string()
     }
+
+    /// A Describe call's failure for a reference that names nothing: the ARN as
+    /// given, or the one the resource (`resource`, as in [`Cx::arn`]) would have.
+    pub fn missing(&self, kind: ResourceKind, reference: &str, resource: &str) -> Value {
+        let arn = if wharf_model::arn::is_arn(reference) {
+            reference.to_owned()
+        } else {
+            self.arn(kind, resource)
+        };
+        serde_json::json!({"arn": arn, "reason": "MISSING"})
+    }
 }
 
 impl EcsService {

@@ -927,14 +927,11 @@ impl EcsService {
         for reference in &req.tasks {
             match self.find_task(cx, &cluster.name, reference).await {
                 Ok(Some(task)) => tasks.push(task.value.to_wire(with_tags)),
-                Ok(None) | Err(_) => failures.push(json!({
-                    "arn": if reference.starts_with("arn:") {
-                        reference.clone()
-                    } else {
-                        cx.arn(ResourceKind::Task, &format!("{}/{reference}", cluster.name))
-                    },
-                    "reason": "MISSING",
-                })),
+                Ok(None) | Err(_) => failures.push(cx.missing(
+                    ResourceKind::Task,
+                    reference,
+                    &format!("{}/{reference}", cluster.name),
+                )),
             }
         }
         Ok(json!({"tasks": tasks, "failures": failures}))

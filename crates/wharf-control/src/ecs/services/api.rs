@@ -931,14 +931,11 @@ impl EcsService {
             };
             match found {
                 Some(record) => services.push(record.value.to_wire(with_tags)),
-                None => failures.push(json!({
-                    "arn": if arn::is_arn(reference) {
-                        reference.clone()
-                    } else {
-                        cx.arn(ResourceKind::Service, &format!("{}/{reference}", cluster.name))
-                    },
-                    "reason": "MISSING",
-                })),
+                None => failures.push(cx.missing(
+                    ResourceKind::Service,
+                    reference,
+                    &format!("{}/{reference}", cluster.name),
+                )),
             }
         }
         Ok(json!({"services": services, "failures": failures}))
