@@ -153,32 +153,60 @@ pub struct IdleConnections(std::sync::Mutex<IdleList>);
 #[derive(Default)]
 struct IdleList {
     address: String,
-    /// hyper's connections (for requests with a body), in the order they were put
-    /// back, so the oldest come first.
-    connections: Vec<(Sender, Instant)>,
-    /// Plain connections (for requests without one), likewise.
-    raw: Vec<(upstream::Conn, Instant)>,
+    /// hyper's connections (for requests with a body).
+    connections: Stack<Sender>,
+    /// Plain connections (for requests without one).
+    raw: Stack<upstream::Conn>,
 }
 
 impl IdleList {
+    /// Locked for one take or put concerning `address`: connections to another
+    /// address are forgotten, and those idle `max_idle` or longer are dropped.
+    fn follow(&mut self, address: &str, max_idle: Duration) {
+        if self.address != address {
+            self.connections.0.clear();
+            self.raw.0.clear();
+            self.address = address.to_owned();
+        }
+        let now = Instant::now();
+        self.connections.prune(now, max_idle);
+        self.raw.prune(now, max_idle);
+    }
+}
+
+/// Idle connections of one kind, in the order they were put back, so the oldest come
+/// first and the most recently used last.
+struct Stack<T>(Vec<(T, Instant)>);
+
+impl<T> Default for Stack<T> {
+    fn default() -> Self {
+        Self(Vec::new())
+    }
+}
+
+impl<T> Stack<T> {
     /// Drops connections idle `max_idle` or longer (they are the first ones).
     fn prune(&mut self, now: Instant, max_idle: Duration) {
         let expired = self
-            .connections
+            .0
             .partition_point(|(_, since)| now.saturating_duration_since(*since) >= max_idle);
-        self.connections.drain(..expired);
-        let expired = self
-            .raw
-            .partition_point(|(_, since)| now.saturating_duration_since(*since) >= max_idle);
-        self.raw.drain(..expired);
+        self.0.drain(..expired);
     }
 
-    /// Forgets the connections to another address than `address`.
-    fn follow(&mut self, address: &str) {
-        if self.address != address {
-            self.connections.clear();
-            self.raw.clear();
-            self.address = address.to_owned();
+    /// The most recently used connection that is `usable`; the unusable ones met on
+    /// the way are dropped.
+    fn pop(&mut self, usable: impl Fn(&T) -> bool) -> Option<T> {
+        while let Some((connection, _)) = self.0.pop() {
+            if usable(&connection) {
+                return Some(connection);
+            }
+        }
+        None
+    }
+
+    fn push(&mut self, connection: T) {
+        if self.0.len() < MAX_IDLE_PER_TARGET {
+            self.0.push((connection, Instant::now()));
         }
     }
 }
@@ -195,7 +223,12 @@ impl IdleConnections {
     /// How many connections are idle.
     pub fn len(&self) -> usize {
         let idle = self.lock();
-        idle.connections.len() + idle.raw.len()
+        idle.connections.0.len() + idle.raw.0.len()
+    }
+
+    /// Whether no connection is idle.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, IdleList> {
@@ -205,74 +238,49 @@ impl IdleConnections {
     /// Closes the connections idle `max_idle` or longer, and the plain ones on which
     /// something (their end, most likely) has arrived while idle.
     pub fn prune(&self, max_idle: Duration) {
-        let dropped: Vec<upstream::Conn> = {
+        let noisy: Vec<(upstream::Conn, Instant)> = {
             let mut idle = self.lock();
-            idle.prune(Instant::now(), max_idle);
-            let (quiet, noisy) = std::mem::take(&mut idle.raw)
+            let now = Instant::now();
+            idle.connections.prune(now, max_idle);
+            idle.raw.prune(now, max_idle);
+            let (quiet, noisy) = std::mem::take(&mut idle.raw.0)
                 .into_iter()
                 .partition(|(conn, _)| conn.is_quiet());
-            idle.raw = quiet;
-            noisy.into_iter().map(|(conn, _)| conn).collect()
+            idle.raw.0 = quiet;
+            noisy
         };
         // Closed outside the lock.
-        drop(dropped);
-    }
-
-    /// Whether no connection is idle.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        drop(noisy);
     }
 
     /// The most recently used connection to `address` that is ready for a request
-    /// and has been idle less than `max_idle`; expired and closed ones are dropped.
+    /// and has been idle less than `max_idle`.
     fn take(&self, address: &str, max_idle: Duration) -> Option<Sender> {
         let mut idle = self.lock();
-        if idle.address != address {
-            idle.follow(address);
-            return None;
-        }
-        idle.prune(Instant::now(), max_idle);
-        while let Some((sender, _)) = idle.connections.pop() {
-            if sender.is_ready() {
-                return Some(sender);
-            }
-        }
-        None
+        idle.follow(address, max_idle);
+        idle.connections.pop(Sender::is_ready)
     }
 
     /// Keeps a connection to `address` that is ready for its next request.
     fn put(&self, address: &str, sender: Sender) {
         let mut idle = self.lock();
-        idle.follow(address);
-        if idle.connections.len() < MAX_IDLE_PER_TARGET {
-            idle.connections.push((sender, Instant::now()));
-        }
+        idle.follow(address, Duration::MAX);
+        idle.connections.push(sender);
     }
 
     /// The most recently used plain connection to `address` that has stayed quiet and
     /// has been idle less than `max_idle`.
     fn take_raw(&self, address: &str, max_idle: Duration) -> Option<upstream::Conn> {
         let mut idle = self.lock();
-        if idle.address != address {
-            idle.follow(address);
-            return None;
-        }
-        idle.prune(Instant::now(), max_idle);
-        while let Some((conn, _)) = idle.raw.pop() {
-            if conn.is_quiet() {
-                return Some(conn);
-            }
-        }
-        None
+        idle.follow(address, max_idle);
+        idle.raw.pop(upstream::Conn::is_quiet)
     }
 
     /// Keeps a plain connection to `address` whose last answer was read to its end.
     pub(crate) fn put_raw(&self, address: &str, conn: upstream::Conn) {
         let mut idle = self.lock();
-        idle.follow(address);
-        if idle.raw.len() < MAX_IDLE_PER_TARGET {
-            idle.raw.push((conn, Instant::now()));
-        }
+        idle.follow(address, Duration::MAX);
+        idle.raw.push(conn);
     }
 }
 
